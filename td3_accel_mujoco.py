@@ -1,0 +1,673 @@
+# Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on Gymnasium MuJoCo.
+# Stage 1 (Algorithm 1): an MLP TD3 accelerator learns online and trains a transformer actor from a trajectory
+# buffer T by behavior cloning (Algorithm 2) and, optionally, critic ascent (Algorithm 3).
+# Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the accelerator's critics, with a
+# fresh, small replay buffer. CleanRL-style: everything the method needs is in this one file.
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+# Architecture fields a stage-1 checkpoint must share with the run that fine-tunes it.
+TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward")
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available"""
+    num_threads: int = 1
+    """CPU threads for torch when no GPU is used (1 measured fastest on 2 cores, see BENCHMARKS.md)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "transformer-acceleration"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
+    run_dir: str = "runs"
+    """where run directories (TensorBoard events, checkpoints) are created"""
+
+    # Environment and stage lengths
+    env_id: str = "HalfCheetah-v4"
+    """the id of a Gymnasium MuJoCo environment with a Box action space"""
+    accel_steps: int = 500_000
+    """stage 1 length in environment steps (accelerator learns, transformer is accelerated)"""
+    finetune_steps: int = 500_000
+    """stage 2 length in environment steps (transformer fine-tuned online)"""
+    accelerated_checkpoint: Optional[str] = None
+    """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
+
+    # TD3 (Table 1, MuJoCo)
+    buffer_size: int = 100_000
+    """stage 2 (transformer) replay buffer size"""
+    accel_buffer_size: int = 500_000
+    """stage 1 (accelerator) replay buffer size"""
+    learning_starts: int = 25_000
+    """stage 1 steps of uniform random actions before the accelerator learns (stage 2 learns at once)"""
+    batch_size: int = 256
+    """minibatch size of every TD3, BC and critic-ascent update"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    policy_noise: float = 0.2
+    """the scale of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """the clip of the target policy smoothing noise"""
+    exploration_noise: float = 0.1
+    """the scale of the Gaussian exploration noise (both stages)"""
+    policy_frequency: int = 2
+    """the frequency of delayed actor (and target) updates"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of every network"""
+
+    # Transformer acceleration (Algorithms 1-3)
+    bc_frequency: int = 1000
+    """train the transformer on T every this many environment steps, then clear T"""
+    bc_epochs: int = 10
+    """passes over T at each transformer training round"""
+    bc_target: Literal["behavior", "actor"] = "behavior"
+    """BC target: the action the accelerator executed (with noise) or its current noise-free actor's action"""
+    bc_source: Literal["train", "eval"] = "train"
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    bc_state_noise: float = 0.0
+    """if > 0, store (s + N(0, sigma), actor(s + N(0, sigma))) in T (section 3.1 exploration)"""
+    critic_ascent: bool = False
+    """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+
+    # Transformer actor (Table 1)
+    context_len: int = 3
+    """observations of the current episode the transformer reads"""
+    num_layers: int = 1
+    """transformer encoder layers"""
+    num_heads: int = 2
+    """attention heads"""
+    dim_model: int = 256
+    """token width"""
+    dim_feedforward: int = 512
+    """width of each encoder layer's feed-forward block"""
+    dropout: float = 0.05
+    """dropout inside the encoder"""
+
+    # Evaluation and logging
+    eval_frequency: int = 10_000
+    """evaluate (deterministic actions, separate env) every this many environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation"""
+    log_frequency: int = 1000
+    """log losses and SPS every this many environment steps"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss: reported as one line and exit code 1."""
+
+
+def validate_args(args: Args) -> None:
+    positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
+                "bc_epochs", "context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward",
+                "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["accel_steps", "finetune_steps", "learning_starts"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ["accel_buffer_size", "buffer_size"]:
+        if getattr(args, name) < args.batch_size:
+            raise UsageError(
+                f"--{name.replace('_', '-')} ({getattr(args, name)}) is smaller than --batch-size ({args.batch_size})"
+            )
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
+        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+
+
+def make_env(env_id: str, seed: int, capture_video: bool = False, video_dir: str = ""):
+    """A single (non-vector) env: episode ends are handled in the main loop, no autoreset semantics."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+    except gym.error.Error as e:
+        raise UsageError(f"--env-id {env_id}: {e}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {env_id}: action space {env.action_space} is not continuous (Box)")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise UsageError(f"--env-id {env_id}: observation space {env.observation_space} is not a flat Box")
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, video_dir)
+    env.action_space.seed(seed)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+class QNetwork(nn.Module):
+    """MLP critic Q(s, a) on the current observation (Table 1: 2 layers of 256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim + act_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = F.relu(self.fc1(torch.cat([x, a], 1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class Actor(nn.Module):
+    """MLP accelerator actor pi_phi(s), tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
+
+
+class TransformerActor(nn.Module):
+    """pi_theta: reads the last `context_len` observations of the episode (one token each, left-padded),
+    attends only to valid positions, and reads the action from the last (current) token."""
+
+    def __init__(self, obs_dim, action_low, action_high, context_len, num_layers, num_heads, dim_model,
+                 dim_feedforward, dropout):  # fmt: skip
+        super().__init__()
+        self.embed = nn.Linear(obs_dim, dim_model)
+        self.pos_embed = nn.Parameter(torch.zeros(1, context_len, dim_model))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim_model, num_heads, dim_feedforward, dropout, batch_first=True, norm_first=True
+        )
+        # nested tensors would drop padded positions in eval mode only; keep train and eval numerically alike
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim_model)
+        self.fc_mu = nn.Linear(dim_model, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        # window: (B, K, obs_dim), valid: (B, K) bool; padding positions are masked out of attention
+        h = self.embed(window) + self.pos_embed
+        h = self.encoder(h, src_key_padding_mask=~valid)
+        h = self.norm(h[:, -1])
+        return torch.tanh(self.fc_mu(h)) * self.action_scale + self.action_bias
+
+
+def make_transformer(obs_dim, action_low, action_high, args: Args) -> TransformerActor:
+    return TransformerActor(obs_dim, action_low, action_high, args.context_len, args.num_layers, args.num_heads,
+                            args.dim_model, args.dim_feedforward, args.dropout)  # fmt: skip
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta' (Algorithm 1 lines 17-18, Algorithm 2/3 line 5)."""
+    for p, tp in zip(net.parameters(), target.parameters()):
+        tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context windows and buffers
+class EpisodeWindow:
+    """The last `context_len` observations of the current episode, left-padded; never crosses an episode."""
+
+    def __init__(self, context_len: int, obs_dim: int):
+        self.obs = np.zeros((context_len, obs_dim), dtype=np.float32)
+        self.valid = np.zeros(context_len, dtype=bool)
+
+    def reset(self, obs) -> None:
+        self.obs[:] = 0.0
+        self.valid[:] = False
+        self.push(obs)
+
+    def push(self, obs) -> None:
+        self.obs[:-1] = self.obs[1:]
+        self.valid[:-1] = self.valid[1:]
+        self.obs[-1] = obs
+        self.valid[-1] = True
+
+
+class TrajectoryBuffer:
+    """T of Algorithm 1: (window, valid, target action) tuples, fresh data only; cleared after each training pass."""
+
+    def __init__(self):
+        self.windows, self.valids, self.actions = [], [], []
+
+    def add(self, window: np.ndarray, valid: np.ndarray, action: np.ndarray) -> None:
+        self.windows.append(window.copy())
+        self.valids.append(valid.copy())
+        self.actions.append(np.asarray(action, dtype=np.float32).copy())
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def clear(self) -> None:
+        self.windows, self.valids, self.actions = [], [], []
+
+
+class ReplayBuffer:
+    """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
+    context window of s and s' for any sampled transition without storing windows."""
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, device
+        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((size, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.terminations = np.zeros(size, dtype=np.float32)
+        self.episode_step = np.zeros(size, dtype=np.int64)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx: np.ndarray, context_len: int):
+        """Windows of s and s' for transitions idx: a position is valid if it lies in the same episode and has
+        not been overwritten. The window of s' is that of s shifted by one, ending in s' (the true final
+        observation at a time-limit truncation or termination)."""
+        offsets = np.arange(context_len - 1, -1, -1)  # position j holds the obs `offsets[j]` steps back
+        src = (idx[:, None] - offsets[None, :]) % self.size
+        age = (self.ptr - 1 - idx) % self.size  # 0 for the newest entry
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
+        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
+        return window, valid, next_window, next_valid
+
+    def sample(self, batch_size: int, context_len: int = 0) -> dict:
+        # with replacement, so stage 2 can learn from its first transition (learning starts 0)
+        idx = np.random.randint(0, self.count, size=batch_size)
+        data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
+                    rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
+        if context_len:
+            data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, context_len)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def td3_update(step, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+               q_optimizer, actor_optimizer, args: Args) -> dict:  # fmt: skip
+    """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer).
+    actor_in / next_actor_in are the actor's inputs for s and s' (observations or context windows); the
+    critics always read the current observation."""
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(data["obs"], data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(data["obs"], data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if step % args.policy_frequency == 0:
+        actor_loss = -qf1(data["obs"], actor(*actor_in)).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        soft_update(actor, actor_target, args.tau)
+        soft_update(qf1, qf1_target, args.tau)
+        soft_update(qf2, qf2_target, args.tau)
+        losses["losses/actor_loss"] = actor_loss.detach()
+    return losses
+
+
+def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_target, optimizer, qf1, actor,
+                      args: Args, device) -> dict:  # fmt: skip
+    """Algorithm 1 line 12: `bc_epochs` passes of behavior cloning (Algorithm 2) and, with --critic-ascent,
+    ascent on Q1 (Algorithm 3) over T in minibatches, each followed by a target soft update; then T is cleared."""
+    windows = torch.as_tensor(np.stack(trajectory.windows), device=device)
+    valids = torch.as_tensor(np.stack(trajectory.valids), device=device)
+    if args.bc_target == "actor" and args.bc_state_noise == 0.0:
+        with torch.no_grad():  # relabel with the accelerator's current noise-free actor
+            targets = actor(windows[:, -1])
+    else:
+        targets = torch.as_tensor(np.stack(trajectory.actions), device=device)
+    trajectory.clear()
+    transformer.train()
+    bc_losses, ascent_qs = [], []
+    for _ in range(args.bc_epochs):
+        perm = torch.randperm(len(targets), device=device)
+        for start in range(0, len(targets), args.batch_size):
+            mb = perm[start : start + args.batch_size]
+            bc_loss = F.mse_loss(transformer(windows[mb], valids[mb]), targets[mb])  # Algorithm 2, lines 2-4
+            optimizer.zero_grad()
+            bc_loss.backward()
+            optimizer.step()
+            soft_update(transformer, transformer_target, args.tau)
+            bc_losses.append(bc_loss.detach())
+            if args.critic_ascent:  # Algorithm 3, lines 2-5
+                q = qf1(windows[mb, -1], transformer(windows[mb], valids[mb])).mean()
+                optimizer.zero_grad()
+                (-q).backward()
+                optimizer.step()
+                soft_update(transformer, transformer_target, args.tau)
+                ascent_qs.append(q.detach())
+    transformer.eval()
+    out = {"losses/bc_loss": torch.stack(bc_losses).mean()}
+    if ascent_qs:
+        out["losses/critic_ascent_q"] = torch.stack(ascent_qs).mean()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Acting and evaluation
+@torch.no_grad()
+def transformer_act(transformer, window: EpisodeWindow, device) -> np.ndarray:
+    w = torch.as_tensor(window.obs[None], device=device)
+    v = torch.as_tensor(window.valid[None], device=device)
+    return transformer(w, v)[0].cpu().numpy()
+
+
+@torch.no_grad()
+def mlp_act(actor, obs, device) -> np.ndarray:
+    return actor(torch.as_tensor(obs[None], dtype=torch.float32, device=device))[0].cpu().numpy()
+
+
+def evaluate(env, act, episodes: int, seed: int, context_len: int, trajectory: Optional[TrajectoryBuffer] = None):
+    """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action. With `trajectory`,
+    each (window, action) is stored in T (--bc-source eval)."""
+    window = EpisodeWindow(context_len, env.observation_space.shape[0])
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        window.reset(obs)
+        done, ep_return = False, 0.0
+        while not done:
+            action = act(window)
+            if trajectory is not None:
+                trajectory.add(window.obs, window.valid, action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            ep_return += float(reward)
+            done = terminated or truncated
+            window.push(obs)
+        returns.append(ep_return)
+    return float(np.mean(returns))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
+    """Load a stage-1 checkpoint and check it fits this run (env, shapes, transformer architecture)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--accelerated-checkpoint {path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "transformer" not in ckpt or "qf1" not in ckpt:
+        raise UsageError(f"--accelerated-checkpoint {path}: not a checkpoint written by td3_accel_mujoco.py")
+    if ckpt["args"]["env_id"] != args.env_id:
+        raise UsageError(f"--accelerated-checkpoint {path} was made for {ckpt['args']['env_id']}, not {args.env_id}")
+    if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
+        raise UsageError(f"--accelerated-checkpoint {path}: obs/action dims {ckpt['obs_dim']}/{ckpt['act_dim']} "
+                         f"do not match the env's {obs_dim}/{act_dim}")  # fmt: skip
+    for name in TRANSFORMER_FIELDS:
+        if ckpt["args"][name] != getattr(args, name):
+            raise UsageError(f"--accelerated-checkpoint {path} has --{name.replace('_', '-')} "
+                             f"{ckpt['args'][name]}, this run asks for {getattr(args, name)}")  # fmt: skip
+    return ckpt
+
+
+def versions() -> dict:
+    import mujoco
+
+    return {"torch": torch.__version__, "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    validate_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_path = os.path.join(args.run_dir, run_name)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads)
+
+    if args.capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        try:
+            import moviepy  # noqa: F401 - RecordVideo needs it
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    env = make_env(args.env_id, args.seed, args.capture_video, f"videos/{run_name}")
+    eval_env = make_env(args.env_id, args.seed + 1)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if args.accelerated_checkpoint else None
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_path)
+    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+
+    # Algorithm 1, lines 1-3
+    actor = Actor(obs_dim, low, high).to(device)
+    actor_target = Actor(obs_dim, low, high).to(device)
+    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    transformer = make_transformer(obs_dim, low, high, args).to(device)
+    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
+        target.load_state_dict(net.state_dict())
+    transformer.eval()  # acting is dropout-free; train mode only inside updates
+    transformer_target.eval()
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+    accel_rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)
+    trajectory = TrajectoryBuffer()
+
+    global_step, total_steps = 0, args.accel_steps + args.finetune_steps
+    if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
+        for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
+                          ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
+                          ("transformer_target", transformer_target)]:  # fmt: skip
+            net.load_state_dict(ckpt[name])
+        q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        global_step = ckpt["global_step"]
+        total_steps = global_step + args.finetune_steps
+
+    def checkpoint(stage: int) -> dict:
+        return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,
+                "act_dim": act_dim, "versions": versions(), "actor": actor.state_dict(),
+                "actor_target": actor_target.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
+                "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
+                "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
+                "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
+                "transformer_optimizer": transformer_optimizer.state_dict()}  # fmt: skip
+
+    stage = 1 if ckpt is None and args.accel_steps > 0 else 2
+    rb = accel_rb
+    if stage == 2:
+        del accel_rb
+        rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+        transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+    print(f"run {run_path}: stage {stage}, steps {global_step}..{total_steps}, device {device}", flush=True)
+
+    window = EpisodeWindow(args.context_len, obs_dim)
+    obs, _ = env.reset(seed=args.seed)
+    window.reset(obs)
+    episode_step, episode_return, episode_count = 0, 0.0, 0
+    stage_start_step, stage_start_time = global_step, time.time()
+    last_eval = {}
+    while global_step < total_steps:
+        if stage == 1 and global_step == args.accel_steps:
+            # end of stage 1: save, then Algorithm 4 line 1 (keep critics and targets, drop the accelerator's
+            # actor, new small replay buffer, fresh actor optimizer for the transformer)
+            if len(trajectory):
+                trajectory.clear()
+            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+            stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+            del accel_rb
+            transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+            obs, _ = env.reset()
+            window.reset(obs)
+            episode_step, episode_return = 0, 0.0
+            stage_start_step, stage_start_time = global_step, time.time()
+
+        # Algorithm 1 line 5 / Algorithm 4 line 3: act with Gaussian exploration noise
+        if stage == 1 and global_step < args.learning_starts:
+            action = env.action_space.sample()
+        else:
+            if stage == 1:
+                action = mlp_act(actor, obs, device)
+            else:
+                action = transformer_act(transformer, window, device)
+            action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+        if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+            # Algorithm 1 line 7: store (s, a) in T
+            if args.bc_state_noise > 0:
+                noisy = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
+                noisy = noisy.astype(np.float32)
+                trajectory.add(noisy, window.valid, mlp_act(actor, noisy[-1], device))
+            else:
+                trajectory.add(window.obs, window.valid, action)
+
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rb.add(obs, next_obs, action, reward, terminated, episode_step)
+        global_step += 1
+        episode_step += 1
+        episode_return += float(reward)
+        if terminated or truncated:
+            writer.add_scalar("charts/episodic_return", episode_return, global_step)
+            writer.add_scalar("charts/episodic_length", episode_step, global_step)
+            episode_count += 1
+            obs, _ = env.reset()
+            window.reset(obs)
+            episode_step, episode_return = 0, 0.0
+        else:
+            obs = next_obs
+            window.push(obs)
+
+        losses = {}
+        if stage == 1 and global_step > args.learning_starts:
+            data = rb.sample(args.batch_size)
+            losses = td3_update(global_step, data, (data["obs"],), (data["next_obs"],), actor, actor_target, qf1,
+                                qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
+            if global_step % args.bc_frequency == 0 and len(trajectory):
+                losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
+                                                qf1, actor, args, device))  # fmt: skip
+        elif stage == 2:
+            data = rb.sample(args.batch_size, args.context_len)
+            transformer.train()
+            losses = td3_update(global_step, data, (data["window"], data["valid"]),
+                                (data["next_window"], data["next_valid"]), transformer, transformer_target, qf1,
+                                qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args)  # fmt: skip
+            transformer.eval()
+        check_finite(losses, global_step)
+
+        if global_step % args.log_frequency == 0:
+            for name, value in losses.items():
+                writer.add_scalar(name, value.item(), global_step)
+            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/stage", stage, global_step)
+        if global_step % args.eval_frequency == 0 or global_step == total_steps:
+            seed = args.seed + 10_000 + global_step
+            if stage == 1:
+                fill = trajectory if args.bc_source == "eval" else None
+                last_eval["accelerator"] = evaluate(eval_env, lambda w: mlp_act(actor, w.obs[-1], device),
+                                                    args.eval_episodes, seed, args.context_len, fill)  # fmt: skip
+                writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
+            last_eval["transformer"] = evaluate(eval_env, lambda w: transformer_act(transformer, w, device),
+                                                args.eval_episodes, seed, args.context_len)  # fmt: skip
+            writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
+            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+            evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
+            print(f"step={global_step} stage={stage} SPS={sps} episodes={episode_count} {evals}", flush=True)
+
+    if stage == 1:  # --finetune-steps 0: stage 1 was the whole run
+        save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+    else:
+        save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+    print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
+    env.close()
+    eval_env.close()
+    writer.close()
+
+
+def cli() -> int:
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, checkpoints already written are intact",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
