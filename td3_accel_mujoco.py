@@ -8,7 +8,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,7 @@ class Args:
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "transformer-acceleration"
     """the wandb's project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
@@ -51,7 +51,7 @@ class Args:
     """stage 1 length in environment steps (accelerator learns, transformer is accelerated)"""
     finetune_steps: int = 500_000
     """stage 2 length in environment steps (transformer fine-tuned online)"""
-    accelerated_checkpoint: Optional[str] = None
+    accelerated_checkpoint: str | None = None
     """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
 
     # TD3 (Table 1, MuJoCo)
@@ -238,7 +238,7 @@ def make_transformer(obs_dim, action_low, action_high, args: Args) -> Transforme
 @torch.no_grad()
 def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     """theta' <- tau * theta + (1 - tau) * theta' (Algorithm 1 lines 17-18, Algorithm 2/3 line 5)."""
-    for p, tp in zip(net.parameters(), target.parameters()):
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
         tp.lerp_(p, tau)
 
 
@@ -415,7 +415,7 @@ def mlp_act(actor, obs, device) -> np.ndarray:
     return actor(torch.as_tensor(obs[None], dtype=torch.float32, device=device))[0].cpu().numpy()
 
 
-def evaluate(env, act, episodes: int, seed: int, context_len: int, trajectory: Optional[TrajectoryBuffer] = None):
+def evaluate(env, act, episodes: int, seed: int, context_len: int, trajectory: TrajectoryBuffer | None = None):
     """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action. With `trajectory`,
     each (window, action) is stored in T (--bc-source eval)."""
     window = EpisodeWindow(context_len, env.observation_space.shape[0])
