@@ -31,8 +31,9 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
     cuda: bool = True
     """if toggled, cuda will be used when available"""
-    num_threads: int = 1
-    """CPU threads for torch when no GPU is used (1 measured fastest on 2 cores, see BENCHMARKS.md)"""
+    num_threads: int = 2
+    """CPU threads for torch when no GPU is used (2 measured fastest on a 2-core machine, see BENCHMARKS.md);
+    use 1 per run when running several runs at once"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "transformer-acceleration"
@@ -202,9 +203,32 @@ class Actor(nn.Module):
         return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
 
 
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer (self-attention + feed-forward, residuals, dropout). With
+    `last_only` only the last token is computed as a query: the actor reads nothing else, so the final layer
+    skips the other tokens' attention outputs and feed-forward passes (same result, ~1.7x less compute)."""
+
+    def __init__(self, dim_model, num_heads, dim_feedforward, dropout):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim_model)
+        self.attn = nn.MultiheadAttention(dim_model, num_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim_model)
+        self.ff = nn.Sequential(nn.Linear(dim_model, dim_feedforward), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(dim_feedforward, dim_model))  # fmt: skip
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, h, padding_mask, last_only: bool = False):
+        x = self.norm1(h)
+        q = x[:, -1:] if last_only else x
+        h = h[:, -1:] if last_only else h
+        h = h + self.dropout1(self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False)[0])
+        return h + self.dropout2(self.ff(self.norm2(h)))
+
+
 class TransformerActor(nn.Module):
-    """pi_theta: reads the last `context_len` observations of the episode (one token each, left-padded),
-    attends only to valid positions, and reads the action from the last (current) token."""
+    """pi_theta: reads the last `context_len` observations of the episode (one token each: linear embedding +
+    learned positional embedding, left-padded), attends only to valid positions (padding is masked out of
+    attention), and reads the action from the last (current) token, tanh-squashed to the action bounds."""
 
     def __init__(self, obs_dim, action_low, action_high, context_len, num_layers, num_heads, dim_model,
                  dim_feedforward, dropout):  # fmt: skip
@@ -212,20 +236,19 @@ class TransformerActor(nn.Module):
         self.embed = nn.Linear(obs_dim, dim_model)
         self.pos_embed = nn.Parameter(torch.zeros(1, context_len, dim_model))
         nn.init.normal_(self.pos_embed, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim_model, num_heads, dim_feedforward, dropout, batch_first=True, norm_first=True
+        self.layers = nn.ModuleList(
+            [EncoderLayer(dim_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers)]
         )
-        # nested tensors would drop padded positions in eval mode only; keep train and eval numerically alike
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim_model)
         self.fc_mu = nn.Linear(dim_model, len(action_low))
         self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
         self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
 
     def forward(self, window, valid):
-        # window: (B, K, obs_dim), valid: (B, K) bool; padding positions are masked out of attention
+        # window: (B, K, obs_dim), valid: (B, K) bool; the last position is always valid
         h = self.embed(window) + self.pos_embed
-        h = self.encoder(h, src_key_padding_mask=~valid)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ~valid, last_only=i == len(self.layers) - 1)
         h = self.norm(h[:, -1])
         return torch.tanh(self.fc_mu(h)) * self.action_scale + self.action_bias
 
