@@ -654,7 +654,8 @@ def main(args: Args) -> None:
             sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/stage", stage, global_step)
-        if global_step % args.eval_frequency == 0 or global_step == total_steps:
+        # also at the end of each stage, so both stages end with a measured return
+        if global_step % args.eval_frequency == 0 or global_step in (args.accel_steps, total_steps):
             seed = args.seed + 10_000 + global_step
             if stage == 1:
                 fill = trajectory if args.bc_source == "eval" else None
