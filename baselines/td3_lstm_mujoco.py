@@ -1,0 +1,497 @@
+# Baseline for "Accelerating Transformers in Online RL": TD3 with a recurrent (LSTM) actor and twin LSTM critics on
+# Gymnasium MuJoCo, trained from scratch; the usual choice for partially observable tasks (`--pomdp velocity` keeps
+# only the velocity entries of the observation). Each network reads the same left-padded window of the current
+# episode's last observations as td3_accel_mujoco.py's transformer, from a zero LSTM state. CleanRL-style: one
+# self-contained file.
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available"""
+    num_threads: int = 2
+    """CPU threads for torch when no GPU is used (2 is fastest on a 2-core machine); use 1 per run when running
+    several runs at once"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "transformer-acceleration"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
+    run_dir: str = "runs"
+    """where run directories (TensorBoard events, checkpoints) are created"""
+
+    # Environment
+    env_id: str = "HalfCheetah-v4"
+    """the id of a Gymnasium MuJoCo environment with a Box action space"""
+    pomdp: Literal["none", "velocity"] = "none"
+    """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant)"""
+    total_timesteps: int = 1_000_000
+    """total environment steps of the run"""
+
+    # TD3 (Table 1, MuJoCo)
+    buffer_size: int = 500_000
+    """replay buffer size"""
+    learning_starts: int = 25_000
+    """steps of uniform random actions before learning starts"""
+    batch_size: int = 256
+    """minibatch size of every TD3 update"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    policy_noise: float = 0.2
+    """the scale of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """the clip of the target policy smoothing noise"""
+    exploration_noise: float = 0.1
+    """the scale of the Gaussian exploration noise"""
+    policy_frequency: int = 2
+    """the frequency of delayed actor (and target) updates"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of every network"""
+
+    # LSTM actor and critics
+    history_len: int = 3
+    """observations of the current episode each LSTM reads (3: the transformer's context, so both see the same
+    windows)"""
+    lstm_hidden_size: int = 256
+    """hidden (and cell) state size of every LSTM"""
+
+    # Evaluation and logging
+    eval_frequency: int = 10_000
+    """evaluate (deterministic actions, separate env) every this many environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation"""
+    log_frequency: int = 1000
+    """log losses and SPS every this many environment steps"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss: reported as one line and exit code 1."""
+
+
+def validate_args(args: Args) -> None:
+    positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "history_len",
+                "lstm_hidden_size", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment
+# Velocity entries of each observation, (first, last inclusive, full observation size), checked against gymnasium
+# 1.4's *_v4.py / *_v5.py: obs = qpos without the root x (Ant: x, y), then qvel (Hopper, Walker2d: clipped to
+# +-10), then for Ant-v5 the contact forces (on by default there, 78 entries), which velocity-only drops.
+VELOCITY_ONLY = {
+    "HalfCheetah-v4": (8, 16, 17), "HalfCheetah-v5": (8, 16, 17),
+    "Hopper-v4": (5, 10, 11), "Hopper-v5": (5, 10, 11),
+    "Walker2d-v4": (8, 16, 17), "Walker2d-v5": (8, 16, 17),
+    "Ant-v4": (13, 26, 27), "Ant-v5": (13, 26, 105),
+}  # fmt: skip
+
+
+class VelocityOnly(gym.ObservationWrapper):
+    """Partially observable MuJoCo (the paper's "masked position information with only velocity information
+    preserved"): keeps observation entries first..last (inclusive), the joint velocities qvel, and drops the joint
+    positions. For Ant-v5, whose observation also holds 78 contact-force entries by default (105 in all),
+    velocity-only is the 14 qvel entries 13..26: the contact forces are dropped as well."""
+
+    def __init__(self, env: gym.Env, first: int, last: int, full_dim: int):
+        super().__init__(env)
+        if env.observation_space.shape != (full_dim,):
+            raise UsageError(f"--pomdp velocity: expected a {full_dim}-dim observation from "
+                             f"{env.spec.id if env.spec else env}, got {env.observation_space.shape}")  # fmt: skip
+        self.keep = slice(first, last + 1)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
+
+    def observation(self, observation):
+        return observation[self.keep]
+
+
+def make_env(env_id: str, seed: int, pomdp: str = "none", capture_video: bool = False, video_dir: str = ""):
+    """A single (non-vector) env: episode ends are handled in the main loop, no autoreset semantics."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+    except gym.error.Error as e:
+        raise UsageError(f"--env-id {env_id}: {e}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {env_id}: action space {env.action_space} is not continuous (Box)")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise UsageError(f"--env-id {env_id}: observation space {env.observation_space} is not a flat Box")
+    if pomdp == "velocity":
+        if env_id not in VELOCITY_ONLY:
+            known = ", ".join(VELOCITY_ONLY)
+            raise UsageError(f"--pomdp velocity: no velocity index set for {env_id} (known: {known})")
+        env = VelocityOnly(env, *VELOCITY_ONLY[env_id])
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, video_dir)
+    env.action_space.seed(seed)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+class WindowLSTM(nn.Module):
+    """Summarizes a left-padded observation window (B, K, obs_dim) with an LSTM from a zero state: an LSTMCell steps
+    over the K positions and keeps (h, c) unchanged where `valid` is False. Padding precedes the episode's first
+    observation, so it leaves the zero state untouched and the result equals running the LSTM over the valid
+    observations alone: padded content can neither reach the output nor receive gradient."""
+
+    def __init__(self, obs_dim: int, hidden_size: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(obs_dim, hidden_size)
+
+    def forward(self, window, valid):
+        h = window.new_zeros(window.shape[0], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        for k in range(window.shape[1]):
+            h_next, c_next = self.cell(window[:, k], (h, c))
+            keep = valid[:, k, None]
+            h, c = torch.where(keep, h_next, h), torch.where(keep, c_next, c)
+        return h
+
+
+class LSTMQNetwork(nn.Module):
+    """Critic Q(window, a): an LSTM over the observation window; its final hidden state, concatenated with the
+    action, goes through the MLP critic's head (2 layers of 256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int):
+        super().__init__()
+        self.lstm = WindowLSTM(obs_dim, hidden_size)
+        self.fc1 = nn.Linear(hidden_size + act_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, window, valid, a):
+        x = F.relu(self.fc1(torch.cat([self.lstm(window, valid), a], 1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class LSTMActor(nn.Module):
+    """Actor pi(window): an LSTM over the observation window (its own, not the critics'); its final hidden state goes
+    through the MLP actor's head (2 layers of 256), tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int):
+        super().__init__()
+        self.lstm = WindowLSTM(obs_dim, hidden_size)
+        self.fc1 = nn.Linear(hidden_size, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        x = F.relu(self.fc1(self.lstm(window, valid)))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta'."""
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context windows and replay buffer
+class EpisodeWindow:
+    """The last `history_len` observations of the current episode, left-padded; never crosses an episode."""
+
+    def __init__(self, history_len: int, obs_dim: int):
+        self.obs = np.zeros((history_len, obs_dim), dtype=np.float32)
+        self.valid = np.zeros(history_len, dtype=bool)
+
+    def reset(self, obs) -> None:
+        self.obs[:] = 0.0
+        self.valid[:] = False
+        self.push(obs)
+
+    def push(self, obs) -> None:
+        self.obs[:-1] = self.obs[1:]
+        self.valid[:-1] = self.valid[1:]
+        self.obs[-1] = obs
+        self.valid[-1] = True
+
+
+class ReplayBuffer:
+    """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
+    context window of s and s' for any sampled transition without storing windows."""
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, device
+        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((size, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.terminations = np.zeros(size, dtype=np.float32)
+        self.episode_step = np.zeros(size, dtype=np.int64)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx: np.ndarray, history_len: int):
+        """Windows of s and s' for transitions idx: a position is valid if it lies in the same episode and has
+        not been overwritten. The window of s' is that of s shifted by one, ending in s' (the true final
+        observation at a time-limit truncation or termination)."""
+        offsets = np.arange(history_len - 1, -1, -1)  # position j holds the obs `offsets[j]` steps back
+        src = (idx[:, None] - offsets[None, :]) % self.size
+        age = (self.ptr - 1 - idx) % self.size  # 0 for the newest entry
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
+        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
+        return window, valid, next_window, next_valid
+
+    def sample(self, batch_size: int, history_len: int) -> dict:
+        idx = np.random.randint(0, self.count, size=batch_size)
+        data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
+                    rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
+        data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, history_len)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+               args: Args) -> dict:  # fmt: skip
+    """One TD3 step: actor and critics read the observation windows of s and s' (`window`/`valid` and
+    `next_window`/`next_valid`, rebuilt by the replay buffer)."""
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(data["next_window"], data["next_valid"]) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_in = (data["next_window"], data["next_valid"], next_actions)
+        next_q = torch.min(qf1_target(*next_in), qf2_target(*next_in))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(data["window"], data["valid"], data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(data["window"], data["valid"], data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if step % args.policy_frequency == 0:
+        actor_loss = -qf1(data["window"], data["valid"], actor(data["window"], data["valid"])).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        soft_update(actor, actor_target, args.tau)
+        soft_update(qf1, qf1_target, args.tau)
+        soft_update(qf2, qf2_target, args.tau)
+        losses["losses/actor_loss"] = actor_loss.detach()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Acting and evaluation
+@torch.no_grad()
+def lstm_act(actor, window: EpisodeWindow, device) -> np.ndarray:
+    w = torch.as_tensor(window.obs[None], device=device)
+    v = torch.as_tensor(window.valid[None], device=device)
+    return actor(w, v)[0].cpu().numpy()
+
+
+def evaluate(env, act, episodes: int, seed: int, history_len: int) -> float:
+    """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action."""
+    window = EpisodeWindow(history_len, env.observation_space.shape[0])
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        window.reset(obs)
+        done, ep_return = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(window))
+            ep_return += float(reward)
+            done = terminated or truncated
+            window.push(obs)
+        returns.append(ep_return)
+    return float(np.mean(returns))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    import mujoco
+
+    return {"torch": torch.__version__, "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(args: Args) -> None:
+    validate_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_path = os.path.join(args.run_dir, run_name)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads)
+
+    if args.capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        try:
+            import moviepy  # noqa: F401 - RecordVideo needs it
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run_name}")
+    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_path)
+    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+
+    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
+                                        for _ in range(4))  # fmt: skip
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+        target.load_state_dict(net.state_dict())
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
+
+    window = EpisodeWindow(args.history_len, obs_dim)
+    obs, _ = env.reset(seed=args.seed)
+    window.reset(obs)
+    global_step, episode_step, episode_return, episode_count = 0, 0, 0.0, 0
+    start_time, eval_return = time.time(), float("nan")
+    while global_step < args.total_timesteps:
+        if global_step < args.learning_starts:
+            action = env.action_space.sample()
+        else:  # Gaussian exploration noise on the actor's action
+            action = lstm_act(actor, window, device)
+            action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rb.add(obs, next_obs, action, reward, terminated, episode_step)
+        global_step += 1
+        episode_step += 1
+        episode_return += float(reward)
+        if terminated or truncated:
+            writer.add_scalar("charts/episodic_return", episode_return, global_step)
+            writer.add_scalar("charts/episodic_length", episode_step, global_step)
+            episode_count += 1
+            obs, _ = env.reset()
+            window.reset(obs)
+            episode_step, episode_return = 0, 0.0
+        else:
+            obs = next_obs
+            window.push(obs)
+
+        losses = {}
+        if global_step > args.learning_starts:
+            data = rb.sample(args.batch_size, args.history_len)
+            losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                q_optimizer, actor_optimizer, args)  # fmt: skip
+        check_finite(losses, global_step)
+
+        if global_step % args.log_frequency == 0:
+            for name, value in losses.items():
+                writer.add_scalar(name, value.item(), global_step)
+            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+        if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+            eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
+                                   args.seed + 10_000 + global_step, args.history_len)  # fmt: skip
+            writer.add_scalar("eval/return", eval_return, global_step)
+            sps = int(global_step / (time.time() - start_time))
+            print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}", flush=True)
+
+    save_checkpoint(os.path.join(run_path, "final.pt"),
+                    {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                     "versions": versions(), "actor": actor.state_dict(), "actor_target": actor_target.state_dict(),
+                     "qf1": qf1.state_dict(), "qf2": qf2.state_dict(), "qf1_target": qf1_target.state_dict(),
+                     "qf2_target": qf2_target.state_dict(), "q_optimizer": q_optimizer.state_dict(),
+                     "actor_optimizer": actor_optimizer.state_dict(), "eval_return": eval_return})  # fmt: skip
+    print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
+    env.close()
+    eval_env.close()
+    writer.close()
+
+
+def cli() -> int:
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, no checkpoint written", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
