@@ -549,15 +549,15 @@ def main(args: Args) -> None:
     accel_rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)
     trajectory = TrajectoryBuffer()
 
-    global_step, total_steps = 0, args.accel_steps + args.finetune_steps
+    global_step, stage1_end = 0, args.accel_steps
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
         for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
                           ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
                           ("transformer_target", transformer_target)]:  # fmt: skip
             net.load_state_dict(ckpt[name])
         q_optimizer.load_state_dict(ckpt["q_optimizer"])
-        global_step = ckpt["global_step"]
-        total_steps = global_step + args.finetune_steps
+        global_step = stage1_end = ckpt["global_step"]
+    total_steps = stage1_end + args.finetune_steps
 
     def checkpoint(stage: int) -> dict:
         return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,
@@ -568,13 +568,9 @@ def main(args: Args) -> None:
                 "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
                 "transformer_optimizer": transformer_optimizer.state_dict()}  # fmt: skip
 
-    stage = 1 if ckpt is None and args.accel_steps > 0 else 2
-    rb = accel_rb
-    if stage == 2:
-        del accel_rb
-        rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-        transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
-    print(f"run {run_path}: stage {stage}, steps {global_step}..{total_steps}, device {device}", flush=True)
+    stage, rb = 1, accel_rb
+    print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, device {device}",
+          flush=True)  # fmt: skip
 
     window = EpisodeWindow(args.context_len, obs_dim)
     obs, _ = env.reset(seed=args.seed)
@@ -583,12 +579,12 @@ def main(args: Args) -> None:
     stage_start_step, stage_start_time = global_step, time.time()
     last_eval = {}
     while global_step < total_steps:
-        if stage == 1 and global_step == args.accel_steps:
-            # end of stage 1: save, then Algorithm 4 line 1 (keep critics and targets, drop the accelerator's
-            # actor, new small replay buffer, fresh actor optimizer for the transformer)
-            if len(trajectory):
-                trajectory.clear()
-            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+        if stage == 1 and global_step == stage1_end:
+            # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
+            # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+            if ckpt is None:
+                save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+            trajectory.clear()
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
             del accel_rb
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
@@ -655,7 +651,7 @@ def main(args: Args) -> None:
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/stage", stage, global_step)
         # also at the end of each stage, so both stages end with a measured return
-        if global_step % args.eval_frequency == 0 or global_step in (args.accel_steps, total_steps):
+        if global_step % args.eval_frequency == 0 or global_step in (stage1_end, total_steps):
             seed = args.seed + 10_000 + global_step
             if stage == 1:
                 fill = trajectory if args.bc_source == "eval" else None
