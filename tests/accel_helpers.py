@@ -26,10 +26,11 @@ def subprocess_env() -> dict:
     return env
 
 
-def run_script(script: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(script: str, args: list[str], timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    """Run a repo script; `cwd` (default: the repo root) matters for files MuJoCo writes, e.g. MUJOCO_LOG.TXT."""
     return subprocess.run(
-        [sys.executable, script, *map(str, args)],
-        cwd=REPO_ROOT,
+        [sys.executable, os.path.join(REPO_ROOT, script), *map(str, args)],
+        cwd=REPO_ROOT if cwd is None else str(cwd),
         env=subprocess_env(),
         capture_output=True,
         text=True,
