@@ -22,6 +22,15 @@ def fake_obs(ep: int, t: int) -> np.ndarray:
     return np.array([ep + 1, t, 100 * (ep + 1) + t], dtype=np.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small tensors: one thread is as fast and does not fight over the 2 shared cores; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_args(**kw) -> m.Args:
     return dataclasses.replace(m.Args(), **kw)
 
