@@ -66,7 +66,7 @@ def test_defaults_follow_table1_and_main_script(name):
         for field in ["context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward", "dropout"]:
             assert getattr(args, field) == getattr(main_args, field), field
     if name == "lstm":
-        assert (args.history_len, args.lstm_hidden_size) == (main_args.context_len, 256)
+        assert (args.history_len, args.lstm_hidden_size) == (main_args.context_len, 128)
 
 
 def test_shared_code_is_identical_across_scripts():
