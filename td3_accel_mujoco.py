@@ -149,6 +149,9 @@ def validate_args(args: Args) -> None:
     for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
     if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
         raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
 
@@ -356,6 +359,12 @@ def check_finite(losses: dict, step: int) -> None:
         raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
 
 
+def check_action(action: np.ndarray, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def td3_update(step, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
                q_optimizer, actor_optimizer, args: Args) -> dict:  # fmt: skip
     """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer).
@@ -438,7 +447,8 @@ def mlp_act(actor, obs, device) -> np.ndarray:
     return actor(torch.as_tensor(obs[None], dtype=torch.float32, device=device))[0].cpu().numpy()
 
 
-def evaluate(env, act, episodes: int, seed: int, context_len: int, trajectory: TrajectoryBuffer | None = None):
+def evaluate(env, act, episodes: int, seed: int, context_len: int, step: int,
+             trajectory: TrajectoryBuffer | None = None):  # fmt: skip
     """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action. With `trajectory`,
     each (window, action) is stored in T (--bc-source eval)."""
     window = EpisodeWindow(context_len, env.observation_space.shape[0])
@@ -449,6 +459,7 @@ def evaluate(env, act, episodes: int, seed: int, context_len: int, trajectory: T
         done, ep_return = False, 0.0
         while not done:
             action = act(window)
+            check_action(action, "evaluated policy", step)
             if trajectory is not None:
                 trajectory.add(window.obs, window.valid, action)
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -499,7 +510,8 @@ def versions() -> dict:
 def main(args: Args) -> None:
     validate_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_path = os.path.join(args.run_dir, run_name)
+    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+        run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -556,6 +568,8 @@ def main(args: Args) -> None:
                           ("transformer_target", transformer_target)]:  # fmt: skip
             net.load_state_dict(ckpt[name])
         q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
+            group["lr"] = args.learning_rate
         global_step = stage1_end = ckpt["global_step"]
     total_steps = stage1_end + args.finetune_steps
 
@@ -611,6 +625,7 @@ def main(args: Args) -> None:
             else:
                 trajectory.add(window.obs, window.valid, action)
 
+        check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         rb.add(obs, next_obs, action, reward, terminated, episode_step)
         global_step += 1
@@ -655,17 +670,18 @@ def main(args: Args) -> None:
             seed = args.seed + 10_000 + global_step
             if stage == 1:
                 fill = trajectory if args.bc_source == "eval" else None
-                last_eval["accelerator"] = evaluate(eval_env, lambda w: mlp_act(actor, w.obs[-1], device),
-                                                    args.eval_episodes, seed, args.context_len, fill)  # fmt: skip
+                accel_policy = lambda w: mlp_act(actor, w.obs[-1], device)
+                last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, args.context_len,
+                                                    global_step, fill)  # fmt: skip
                 writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
             last_eval["transformer"] = evaluate(eval_env, lambda w: transformer_act(transformer, w, device),
-                                                args.eval_episodes, seed, args.context_len)  # fmt: skip
+                                                args.eval_episodes, seed, args.context_len, global_step)  # fmt: skip
             writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
             sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
             evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
             print(f"step={global_step} stage={stage} SPS={sps} episodes={episode_count} {evals}", flush=True)
 
-    if stage == 1:  # --finetune-steps 0: stage 1 was the whole run
+    if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
         save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
     else:
         save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
