@@ -100,7 +100,7 @@ class UsageError(Exception):
 
 
 class DivergenceError(Exception):
-    """A NaN or inf loss: reported as one line and exit code 1."""
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
 
 
 def validate_args(args: Args) -> None:
@@ -124,6 +124,9 @@ def validate_args(args: Args) -> None:
     for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,6 +332,12 @@ def check_finite(losses: dict, step: int) -> None:
         raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
 
 
+def check_action(action: np.ndarray, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
                args: Args) -> dict:  # fmt: skip
     """One TD3 step (as td3_accel_mujoco.py's stage 2, Algorithm 4 lines 5-14): the actor reads the context windows
@@ -367,7 +376,7 @@ def transformer_act(transformer, window: EpisodeWindow, device) -> np.ndarray:
     return transformer(w, v)[0].cpu().numpy()
 
 
-def evaluate(env, act, episodes: int, seed: int, context_len: int) -> float:
+def evaluate(env, act, episodes: int, seed: int, context_len: int, step: int) -> float:
     """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action."""
     window = EpisodeWindow(context_len, env.observation_space.shape[0])
     returns = []
@@ -376,7 +385,9 @@ def evaluate(env, act, episodes: int, seed: int, context_len: int) -> float:
         window.reset(obs)
         done, ep_return = False, 0.0
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(window))
+            action = act(window)
+            check_action(action, "evaluated policy", step)
+            obs, reward, terminated, truncated, _ = env.step(action)
             ep_return += float(reward)
             done = terminated or truncated
             window.push(obs)
@@ -404,7 +415,8 @@ def versions() -> dict:
 def main(args: Args) -> None:
     validate_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_path = os.path.join(args.run_dir, run_name)
+    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+        run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -461,6 +473,7 @@ def main(args: Args) -> None:
             action = transformer_act(actor, window, device)
             action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
 
+        check_action(action, "actor", global_step)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         rb.add(obs, next_obs, action, reward, terminated, episode_step)
         global_step += 1
@@ -492,7 +505,7 @@ def main(args: Args) -> None:
             writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
         if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
             eval_return = evaluate(eval_env, lambda w: transformer_act(actor, w, device), args.eval_episodes,
-                                   args.seed + 10_000 + global_step, args.context_len)  # fmt: skip
+                                   args.seed + 10_000 + global_step, args.context_len, global_step)  # fmt: skip
             writer.add_scalar("eval/return", eval_return, global_step)
             sps = int(global_step / (time.time() - start_time))
             print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}", flush=True)

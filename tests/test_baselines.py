@@ -307,6 +307,9 @@ BAD_INPUT = [
     (["--batch-size", "-1"], "--batch-size must be positive"),
     (["--learning-starts", "-5"], "--learning-starts must be >= 0"),
     (["--env-id", "InvertedPendulum-v4", "--pomdp", "velocity"], "no velocity index set for InvertedPendulum-v4"),
+    (["--learning-rate", "1e38"], "--learning-rate must be finite and at most 3.4e37, got 1e+38"),
+    (["--learning-rate", "inf"], "--learning-rate must be finite"),
+    (["--learning-rate", "nan"], "--learning-rate must be finite"),
 ]
 SPECIFIC_BAD_INPUT = {
     "mlp": [],
@@ -355,3 +358,96 @@ def test_nan_loss_exits_1_naming_loss_and_step(name, tmp_path, monkeypatch, caps
     assert err.count("\n") == 1 and "diverged: losses/qf1_loss is nan at global step 21" in err, err
     (run,) = (tmp_path / "runs").iterdir()
     assert not (run / "final.pt").exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_huge_learning_rate_is_one_line_and_exit_2(name, tmp_path):
+    """Adam's first step lr / (1 - beta1) overflows float32: once a RuntimeError traceback from the first update."""
+    argv = ["--env-id", "Hopper-v5", "--total-timesteps", "60", "--learning-starts", "20", "--batch-size", "8",
+            "--buffer-size", "100", "--learning-rate", "1e38", *TINY[name]]  # fmt: skip
+    proc = run_script(name, argv, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"td3_{name}_mujoco.py: error: --learning-rate must be finite and at most 3.4e37, got 1e+38"
+    ], proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "runs").exists()
+
+
+def check_stopped_before_mujoco(name, rc, stderr, cwd, run_dir):
+    """Exit 1 with the script's one line, no NaN action ever reached MuJoCo (it warns on stderr and writes
+    MUJOCO_LOG.TXT in the working directory), no checkpoint."""
+    assert rc == 1, stderr[-3000:]
+    assert "Traceback" not in stderr and "Nan, Inf or huge value" not in stderr, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"td3_{name}_mujoco.py: diverged: "), stderr[-3000:]
+    assert lines[0].endswith("; stopping, no checkpoint written"), lines[0]
+    assert not (cwd / "MUJOCO_LOG.TXT").exists()
+    (run,) = run_dir.iterdir()
+    assert [p.name for p in run.iterdir() if not p.name.startswith("events.")] == []  # no final.pt, no temporary
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_divergence_never_sends_a_nan_action_to_mujoco(name, tmp_path):
+    """A learning rate that blows up the weights. With --policy-frequency 1 the first update (step 101) moves the
+    actor too; its losses are still finite, but the actor's next action is NaN, which used to reach env.step (and
+    MuJoCo's warning) before the next update's loss check stopped the run."""
+    argv = ["--env-id", "Hopper-v5", "--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
+            "--buffer-size", "500", "--eval-frequency", "1000", "--eval-episodes", "1", "--policy-frequency", "1",
+            "--learning-rate", "1e10", *TINY[name]]  # fmt: skip
+    proc = run_script(name, argv, tmp_path)
+    line = check_stopped_before_mujoco(name, proc.returncode, proc.stderr, tmp_path, tmp_path / "runs")
+    assert "diverged: the actor's action is non-finite at global step 101;" in line, line
+
+
+@pytest.mark.parametrize("where", ["env", "eval"])
+@pytest.mark.parametrize("name", NAMES)
+def test_blown_up_actor_is_stopped_before_env_step(name, where, tmp_path, monkeypatch, capfd):
+    """The update at step 22 (the first actor update) returns finite losses but leaves the actor's weights 1e30
+    times larger: its next action (for training step 23, or the first of the evaluation right after step 22) is
+    NaN. capfd: MuJoCo warns from C, on file descriptor 2."""
+    m = load(name)
+    td3_update = m.td3_update
+    blown = []
+
+    def update(*a, **kw):
+        losses = td3_update(*a, **kw)
+        if "losses/actor_loss" in losses and not blown:
+            with torch.no_grad():
+                for p in inspect.signature(td3_update).bind(*a, **kw).arguments["actor"].parameters():
+                    p.mul_(1e30)
+            blown.append(a[0])
+        return losses
+
+    monkeypatch.setattr(m, "td3_update", update)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--env-id", "Hopper-v5", "--total-timesteps", "60", "--learning-starts", "20", "--batch-size", "8",
+            "--buffer-size", "100", "--eval-episodes", "1", "--eval-frequency", "22" if where == "eval" else "1000",
+            "--num-threads", "1", "--run-dir", str(tmp_path / "runs"), *TINY[name]]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [f"td3_{name}_mujoco.py", *argv])
+    rc = m.cli()
+    captured = capfd.readouterr()
+    assert blown == [22]
+    line = check_stopped_before_mujoco(name, rc, captured.err, tmp_path, tmp_path / "runs")
+    who = "evaluated policy" if where == "eval" else "actor"
+    assert f"diverged: the {who}'s action is non-finite at global step 22;" in line, line
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_directory_is_unique_within_a_second(name, tmp_path, monkeypatch, capsys):
+    """Two runs of the same env, experiment and seed started in the same second get two run directories."""
+    m = load(name)
+    clock = iter(np.arange(1000.0, 1001.0, 1e-4))  # int(time.time()) == 1000 throughout, yet time advances
+    monkeypatch.setattr(m, "time", type("FrozenSecond", (), {"time": staticmethod(lambda: float(next(clock)))}))
+    taken = tmp_path / "runs" / f"Hopper-v5__td3_{name}_mujoco__1__1000"
+    taken.mkdir(parents=True)
+    (taken / "final.pt").write_bytes(b"an earlier run's checkpoint")
+    argv = ["--env-id", "Hopper-v5", "--total-timesteps", "30", "--learning-starts", "30", "--batch-size", "8",
+            "--buffer-size", "100", "--eval-episodes", "1", "--num-threads", "1", "--run-dir", str(tmp_path / "runs"),
+            *TINY[name]]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [f"td3_{name}_mujoco.py", *argv])
+    assert m.cli() == 0, capsys.readouterr().err
+    assert (taken / "final.pt").read_bytes() == b"an earlier run's checkpoint"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [taken.name, f"{taken.name}_"]
+    assert (tmp_path / "runs" / f"{taken.name}_" / "final.pt").is_file()
