@@ -122,7 +122,7 @@ def validate_args(args: Args) -> None:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
     for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
-        if getattr(args, name) < 0:
+        if not getattr(args, name) >= 0:  # NaN fails too
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
     if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):

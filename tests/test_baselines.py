@@ -309,7 +309,8 @@ BAD_INPUT = [
     (["--env-id", "InvertedPendulum-v4", "--pomdp", "velocity"], "no velocity index set for InvertedPendulum-v4"),
     (["--learning-rate", "1e38"], "--learning-rate must be finite and at most 3.4e37, got 1e+38"),
     (["--learning-rate", "inf"], "--learning-rate must be finite"),
-    (["--learning-rate", "nan"], "--learning-rate must be finite"),
+    (["--learning-rate", "nan"], "--learning-rate must be >= 0, got nan"),
+    (["--exploration-noise", "nan"], "--exploration-noise must be >= 0, got nan"),
 ]
 SPECIFIC_BAD_INPUT = {
     "mlp": [],
