@@ -534,7 +534,10 @@ def main(args: Args) -> None:
     ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if args.accelerated_checkpoint else None
 
     if args.track:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip

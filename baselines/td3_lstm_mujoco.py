@@ -413,7 +413,10 @@ def main(args: Args) -> None:
     low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
 
     if args.track:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip

@@ -4,6 +4,7 @@ checkpoint, bad input, divergence and determinism. Every run is tiny (a few hund
 import dataclasses
 import glob
 import hashlib
+import importlib.util
 import os
 import re
 import sys
@@ -283,6 +284,8 @@ BAD_INPUT = {
     ),  # fmt: skip
     "garbage checkpoint": (["--env-id", ENV_ID, "--accelerated-checkpoint", "GARBAGE"], "not a readable checkpoint"),
 }
+if importlib.util.find_spec("wandb") is None:
+    BAD_INPUT["--track without wandb"] = (["--env-id", ENV_ID, "--track"], "--track needs wandb: pip install wandb")
 
 
 def bad_argv(full_run, tmp_path, case):
