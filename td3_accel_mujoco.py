@@ -602,6 +602,7 @@ def main(args: Args) -> None:
             if ckpt is None:
                 save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
             trajectory.clear()
+            last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
             del accel_rb
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
