@@ -121,7 +121,7 @@ class UsageError(Exception):
 
 
 class DivergenceError(Exception):
-    """A NaN or inf loss: reported as one line and exit code 1."""
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
 
 
 def validate_args(args: Args) -> None:
@@ -561,7 +561,7 @@ def main(args: Args) -> None:
     q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
     transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
-    accel_rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)
+    rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
     trajectory = TrajectoryBuffer()
 
     global_step, stage1_end = 0, args.accel_steps
@@ -585,7 +585,7 @@ def main(args: Args) -> None:
                 "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
                 "transformer_optimizer": transformer_optimizer.state_dict()}  # fmt: skip
 
-    stage, rb = 1, accel_rb
+    stage = 1
     print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, device {device}",
           flush=True)  # fmt: skip
 
@@ -604,7 +604,6 @@ def main(args: Args) -> None:
             trajectory.clear()
             last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-            del accel_rb
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
             obs, _ = env.reset()
             window.reset(obs)
