@@ -79,19 +79,29 @@ class Args:
     learning_rate: float = 3e-4
     """Adam learning rate of every network"""
 
-    # Transformer acceleration (Algorithms 1-3)
-    bc_frequency: int = 1000
-    """train the transformer on T every this many environment steps, then clear T"""
-    bc_epochs: int = 10
-    """passes over T at each transformer training round"""
-    bc_target: Literal["behavior", "actor"] = "behavior"
-    """BC target: the action the accelerator executed (with noise) or its current noise-free actor's action"""
+    # Transformer acceleration (Algorithms 1-3). The defaults keep the transformer close to its accelerator (the
+    # transfer study in RESULTS.md); Algorithm 1 as printed (train on T, then empty it) is
+    # --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior
+    bc_frequency: int = 8
+    """train the transformer every this many environment steps (stage 1, after --learning-starts)"""
+    bc_updates: int = 1
+    """gradient steps (minibatches of --batch-size drawn from T) at each transformer training round"""
+    bc_buffer_size: int = 10_000
+    """capacity of T: it holds only the accelerator's most recent (window, action) samples"""
+    bc_clear: bool = False
+    """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
+    bc_target: Literal["behavior", "actor"] = "actor"
+    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
+    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
     bc_source: Literal["train", "eval"] = "train"
     """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
     bc_state_noise: float = 0.0
     """if > 0, store (s + N(0, sigma), actor(s + N(0, sigma))) in T (section 3.1 exploration)"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+    critic_warmup: int = 1000
+    """stage 2: steps in which only the critics learn (on the transformer's own data) before the transformer's
+    actor updates start; 0 is Algorithm 4 as printed"""
 
     # Transformer actor (Table 1)
     context_len: int = 3
@@ -126,12 +136,12 @@ class DivergenceError(Exception):
 
 def validate_args(args: Args) -> None:
     positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
-                "bc_epochs", "context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward",
+                "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward",
                 "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
     for name in positive:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["accel_steps", "finetune_steps", "learning_starts"]:
+    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ["accel_buffer_size", "buffer_size"]:
@@ -290,21 +300,30 @@ class EpisodeWindow:
 
 
 class TrajectoryBuffer:
-    """T of Algorithm 1: (window, valid, target action) tuples, fresh data only; cleared after each training pass."""
+    """T of Algorithm 1: the accelerator's most recent (window, valid, action) samples, a ring of fixed capacity
+    (fresh data only: the oldest sample leaves as a new one arrives; `clear` empties it)."""
 
-    def __init__(self):
-        self.windows, self.valids, self.actions = [], [], []
+    def __init__(self, capacity: int, context_len: int, obs_dim: int, act_dim: int):
+        self.capacity = capacity
+        self.windows = np.zeros((capacity, context_len, obs_dim), dtype=np.float32)
+        self.valids = np.zeros((capacity, context_len), dtype=bool)
+        self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
+        self.ptr, self.count = 0, 0
 
     def add(self, window: np.ndarray, valid: np.ndarray, action: np.ndarray) -> None:
-        self.windows.append(window.copy())
-        self.valids.append(valid.copy())
-        self.actions.append(np.asarray(action, dtype=np.float32).copy())
+        self.windows[self.ptr], self.valids[self.ptr], self.actions[self.ptr] = window, valid, action
+        self.ptr = (self.ptr + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
 
     def __len__(self) -> int:
-        return len(self.actions)
+        return self.count
 
     def clear(self) -> None:
-        self.windows, self.valids, self.actions = [], [], []
+        self.ptr, self.count = 0, 0
+
+    def sample(self, batch_size: int, device):
+        idx = np.random.randint(0, self.count, size=batch_size)
+        return tuple(torch.as_tensor(x[idx], device=device) for x in (self.windows, self.valids, self.actions))
 
 
 class ReplayBuffer:
@@ -366,10 +385,11 @@ def check_action(action: np.ndarray, who: str, step: int) -> None:
 
 
 def td3_update(step, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-               q_optimizer, actor_optimizer, args: Args) -> dict:  # fmt: skip
+               q_optimizer, actor_optimizer, args: Args, train_actor: bool = True) -> dict:  # fmt: skip
     """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer).
     actor_in / next_actor_in are the actor's inputs for s and s' (observations or context windows); the
-    critics always read the current observation."""
+    critics always read the current observation. With train_actor False only the critics (and their targets)
+    learn: the stage-2 critic warm-up."""
     with torch.no_grad():
         noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
         next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
@@ -384,49 +404,47 @@ def td3_update(step, data, actor_in, next_actor_in, actor, actor_target, qf1, qf
     q_optimizer.step()
     losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
     if step % args.policy_frequency == 0:
-        actor_loss = -qf1(data["obs"], actor(*actor_in)).mean()
-        actor_optimizer.zero_grad()
-        actor_loss.backward()
-        actor_optimizer.step()
-        soft_update(actor, actor_target, args.tau)
+        if train_actor:
+            actor_loss = -qf1(data["obs"], actor(*actor_in)).mean()
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            soft_update(actor, actor_target, args.tau)
+            losses["losses/actor_loss"] = actor_loss.detach()
         soft_update(qf1, qf1_target, args.tau)
         soft_update(qf2, qf2_target, args.tau)
-        losses["losses/actor_loss"] = actor_loss.detach()
     return losses
 
 
 def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_target, optimizer, qf1, actor,
                       args: Args, device) -> dict:  # fmt: skip
-    """Algorithm 1 line 12: `bc_epochs` passes of behavior cloning (Algorithm 2) and, with --critic-ascent,
-    ascent on Q1 (Algorithm 3) over T in minibatches, each followed by a target soft update; then T is cleared."""
-    windows = torch.as_tensor(np.stack(trajectory.windows), device=device)
-    valids = torch.as_tensor(np.stack(trajectory.valids), device=device)
-    if args.bc_target == "actor" and args.bc_state_noise == 0.0:
-        with torch.no_grad():  # relabel with the accelerator's current noise-free actor
-            targets = actor(windows[:, -1])
-    else:
-        targets = torch.as_tensor(np.stack(trajectory.actions), device=device)
-    trajectory.clear()
+    """Algorithm 1 line 12: `bc_updates` minibatch steps on T of behavior cloning (Algorithm 2) and, with
+    --critic-ascent, ascent on Q1 (Algorithm 3), each followed by a target soft update; with --bc-clear T is then
+    emptied. With --bc-target actor the targets are the accelerator's current actor on T's (possibly noisy) states,
+    so a sample stays correctly labelled however long it stays in T."""
     transformer.train()
     bc_losses, ascent_qs = [], []
-    for _ in range(args.bc_epochs):
-        perm = torch.randperm(len(targets), device=device)
-        for start in range(0, len(targets), args.batch_size):
-            mb = perm[start : start + args.batch_size]
-            bc_loss = F.mse_loss(transformer(windows[mb], valids[mb]), targets[mb])  # Algorithm 2, lines 2-4
+    for _ in range(args.bc_updates):
+        windows, valids, targets = trajectory.sample(args.batch_size, device)
+        if args.bc_target == "actor":
+            with torch.no_grad():
+                targets = actor(windows[:, -1])
+        bc_loss = F.mse_loss(transformer(windows, valids), targets)  # Algorithm 2, lines 2-4
+        optimizer.zero_grad()
+        bc_loss.backward()
+        optimizer.step()
+        soft_update(transformer, transformer_target, args.tau)
+        bc_losses.append(bc_loss.detach())
+        if args.critic_ascent:  # Algorithm 3, lines 2-5
+            q = qf1(windows[:, -1], transformer(windows, valids)).mean()
             optimizer.zero_grad()
-            bc_loss.backward()
+            (-q).backward()
             optimizer.step()
             soft_update(transformer, transformer_target, args.tau)
-            bc_losses.append(bc_loss.detach())
-            if args.critic_ascent:  # Algorithm 3, lines 2-5
-                q = qf1(windows[mb, -1], transformer(windows[mb], valids[mb])).mean()
-                optimizer.zero_grad()
-                (-q).backward()
-                optimizer.step()
-                soft_update(transformer, transformer_target, args.tau)
-                ascent_qs.append(q.detach())
+            ascent_qs.append(q.detach())
     transformer.eval()
+    if args.bc_clear:
+        trajectory.clear()
     out = {"losses/bc_loss": torch.stack(bc_losses).mean()}
     if ascent_qs:
         out["losses/critic_ascent_q"] = torch.stack(ascent_qs).mean()
@@ -562,7 +580,7 @@ def main(args: Args) -> None:
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
     transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
     rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
-    trajectory = TrajectoryBuffer()
+    trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim)
 
     global_step, stage1_end = 0, args.accel_steps
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
@@ -658,7 +676,8 @@ def main(args: Args) -> None:
             transformer.train()
             losses = td3_update(global_step, data, (data["window"], data["valid"]),
                                 (data["next_window"], data["next_valid"]), transformer, transformer_target, qf1,
-                                qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args)  # fmt: skip
+                                qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
+                                train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
             transformer.eval()
         check_finite(losses, global_step)
 
@@ -672,7 +691,8 @@ def main(args: Args) -> None:
         if global_step % args.eval_frequency == 0 or global_step in (stage1_end, total_steps):
             seed = args.seed + 10_000 + global_step
             if stage == 1:
-                fill = trajectory if args.bc_source == "eval" else None
+                # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                fill = trajectory if args.bc_source == "eval" and global_step >= args.learning_starts else None
                 accel_policy = lambda w: mlp_act(actor, w.obs[-1], device)
                 last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, args.context_len,
                                                     global_step, fill)  # fmt: skip
