@@ -136,8 +136,8 @@ class DivergenceError(Exception):
 
 def validate_args(args: Args) -> None:
     positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
-                "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward",
-                "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
+                "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads", "dim_model",
+                "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
     for name in positive:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

@@ -1,6 +1,7 @@
 """Transfer figures of td3_accel_mujoco.py runs (the transfer study in RESULTS.md), per run and per environment.
 
-    python analysis/transfer_metrics.py runs/transfer_after --markdown
+    python analysis/transfer_metrics.py runs/transfer_after
+    python analysis/transfer_metrics.py runs/handover --stage1-from runs/transfer_after
 
 With R the mean return of a uniform random policy (20 episodes), A and T1 the means of the accelerator's and the
 transformer's last 3 stage-1 evaluations, and E1..En the transformer's stage-2 evaluations:
@@ -63,12 +64,23 @@ def load_run(run_dir: str) -> tuple[dict, dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder holding run directories {env_id}__{exp_name}__{seed}__{time}")
-    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    p.add_argument(
+        "--stage1-from",
+        help="for runs that fine-tuned a stage-1 checkpoint (--accelerated-checkpoint): "
+        "the folder of the runs that wrote those checkpoints, matched by env and seed",
+    )
     a = p.parse_args()
     rows, per_env = [], defaultdict(list)
     for run in sorted(glob.glob(os.path.join(a.root, "*__*__*__*"))):
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
         accel, transformer = load_run(run)
+        if a.stage1_from:  # stage-1 evaluations from the run that wrote the checkpoint
+            source = glob.glob(os.path.join(a.stage1_from, f"{env_id}__*__{seed}__*"))
+            if len(source) != 1:
+                print(f"skipped (no single stage-1 run for {env_id} seed {seed} in {a.stage1_from}): {run}")
+                continue
+            accel, stage1 = load_run(source[0])
+            transformer = {**{s: v for s, v in stage1.items() if s <= max(accel)}, **transformer}
         if len(accel) < 3:
             print(f"skipped (fewer than 3 stage-1 evaluations): {run}")
             continue
@@ -76,20 +88,26 @@ def main() -> None:
         rows.append((env_id, exp_name, int(seed), f))
         per_env[(env_id, exp_name)].append(f)
     nan = float("nan")
-    print("| env | method | seed | random | accelerator | transformer (stage 1) | tracking gap | stage 2 first 3 "
-          "| handover drop | stage 2 last | last - stage 1 |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| env | method | seed | random | accelerator | transformer (stage 1) | tracking gap | stage 2 first 3 "
+        "| handover drop | stage 2 last | last - stage 1 |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     for env_id, exp_name, seed, f in sorted(rows, key=lambda r: r[:3]):
-        print(f"| {env_id} | {exp_name} | {seed} | {f['random']:.1f} | {f['accelerator']:.1f} | "
-              f"{f['transformer_stage1']:.1f} | {f['tracking_gap']:.2f} | {f.get('stage2_first', nan):.1f} | "
-              f"{f.get('handover_drop', nan):.2f} | {f.get('stage2_last', nan):.1f} | {f.get('last_minus_t1', nan):.1f} |")
-    print("\n| env | method | seeds | tracking gap mean (std, max) | handover drop mean (std) | last - stage 1 mean (std) |"
-          "\n|---|---|---|---|---|---|")  # fmt: skip
+        print(
+            f"| {env_id} | {exp_name} | {seed} | {f['random']:.1f} | {f['accelerator']:.1f} | "
+            f"{f['transformer_stage1']:.1f} | {f['tracking_gap']:.2f} | {f.get('stage2_first', nan):.1f} | "
+            f"{f.get('handover_drop', nan):.2f} | {f.get('stage2_last', nan):.1f} | {f.get('last_minus_t1', nan):.1f} |"
+        )
+    print("\n| env | method | seeds | tracking gap mean (std, max) | handover drop mean (std) "
+          "| last - stage 1 mean (std) |\n|---|---|---|---|---|---|")  # fmt: skip
     for (env_id, exp_name), fs in sorted(per_env.items()):
         gap = np.array([f["tracking_gap"] for f in fs])
         drop = np.array([f.get("handover_drop", nan) for f in fs])
         last = np.array([f.get("last_minus_t1", nan) for f in fs])
-        print(f"| {env_id} | {exp_name} | {len(fs)} | {gap.mean():.2f} ({gap.std():.2f}, {gap.max():.2f}) | "
-              f"{drop.mean():.2f} ({drop.std():.2f}) | {last.mean():.1f} ({last.std():.1f}) |")
+        print(
+            f"| {env_id} | {exp_name} | {len(fs)} | {gap.mean():.2f} ({gap.std():.2f}, {gap.max():.2f}) | "
+            f"{drop.mean():.2f} ({drop.std():.2f}) | {last.mean():.1f} ({last.std():.1f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ if REPO_ROOT not in sys.path:
 TINY_ACCEL = [
     "--batch-size", "32", "--buffer-size", "64", "--accel-buffer-size", "1000", "--dim-model", "32",
     "--dim-feedforward", "64", "--num-heads", "2", "--eval-episodes", "1", "--num-threads", "1",
+    "--critic-warmup", "20",
 ]  # fmt: skip
 
 

@@ -229,6 +229,20 @@ def test_finetune_from_checkpoint_runs_stage_2_only(full_run, tmp_path):
     assert "losses/bc_loss" not in ea.Tags()["scalars"]
 
 
+def test_critic_warmup_trains_only_the_critics(full_run, tmp_path):
+    # warm-up as long as stage 2: the critics and their targets learn, the transformer and its target stay put
+    checked(run_script(SCRIPT, finetune_args(full_run, tmp_path, "--critic-warmup", FINETUNE_STEPS)))
+    accel = load(os.path.join(full_run["path"], "accelerated.pt"))
+    path = single_run_dir(tmp_path)
+    final = load(os.path.join(path, "final.pt"))
+    for name in ("transformer", "transformer_target"):
+        for k, v in accel[name].items():
+            assert torch.equal(final[name][k], v), f"{name}.{k} changed during the critic warm-up"
+    for name in ("qf1", "qf2", "qf1_target", "qf2_target"):
+        assert any(not torch.equal(v, accel[name][k]) for k, v in final[name].items()), name
+    assert "losses/actor_loss" not in load_events(path).Tags()["scalars"]
+
+
 @pytest.fixture(scope="module")
 def finetune_lr0(full_run, tmp_path_factory):
     """Fine-tuning with --learning-rate 0: no network may change, only the target networks (soft updates)."""

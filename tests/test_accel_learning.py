@@ -1,52 +1,52 @@
-"""Learning check: a short stage 1 on InvertedPendulum-v4 makes the transformer (trained only from the accelerator
-by behavior cloning) balance the pole far longer than a random policy. Minutes on one core, hence `slow`."""
+"""Learning check (the transfer study of RESULTS.md, in small): in one stage-1 run on Pendulum-v1 the transformer,
+trained only from its accelerator, ends stage 1 close to that accelerator. The figure is the tracking gap
+(accelerator - transformer) / (accelerator - random policy) over the last 3 evaluations, inside the run, so no
+absolute return is tuned to a few seeds. The Algorithm-1-as-printed schedule (T cleared every 1000 steps) fails it
+(gap 0.5-0.9 on seeds 1-3, RESULTS.md). About 3 minutes on one core, hence `slow`."""
 
 import os
 import sys
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis"))
 from accel_helpers import load_events, run_script, scalars, single_run_dir  # noqa: E402
+from transfer_metrics import random_return, transfer_figures  # noqa: E402
 
-import td3_accel_mujoco as m  # noqa: E402
-
-ENV_ID = "InvertedPendulum-v4"
-ACCEL_STEPS = 6000
-
-
-def random_policy_return(episodes: int = 10, seed: int = 0) -> float:
-    env = m.make_env(ENV_ID, seed)
-    returns = []
-    for ep in range(episodes):
-        env.reset(seed=seed + ep)
-        done, total = False, 0.0
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
+ENV_ID, ACCEL_STEPS = "Pendulum-v1", 10_000
 
 
 @pytest.mark.slow
-def test_stage_1_transformer_beats_random_policy(tmp_path):
-    random_return = random_policy_return()
-    assert 1.0 <= random_return <= 30.0  # the pendulum falls within a few steps without control
-    # Seeds 1, 2, 3 ended at 42, 69, 39 (threshold about 30; the returns oscillate between evaluations while
-    # TD3 learns, 25-110 after step 3000); seed 2 keeps the widest margin
-    argv = ["--env-id", ENV_ID, "--accel-steps", ACCEL_STEPS, "--learning-starts", 1000, "--finetune-steps", 0,
-            "--eval-frequency", 1000, "--eval-episodes", 10, "--dim-model", 32, "--dim-feedforward", 64,
-            "--batch-size", 64, "--accel-buffer-size", 10_000, "--bc-frequency", 500, "--bc-target", "actor",
-            "--num-threads", 1, "--seed", 2, "--run-dir", tmp_path]  # fmt: skip
-    proc = run_script("td3_accel_mujoco.py", argv, timeout=540)
+def test_stage_1_transformer_tracks_its_accelerator(tmp_path):
+    # the transfer study's Pendulum budget and seed 1 (chosen before looking), default schedule and transformer
+    argv = [
+        "--env-id",
+        ENV_ID,
+        "--accel-steps",
+        ACCEL_STEPS,
+        "--learning-starts",
+        1000,
+        "--finetune-steps",
+        0,
+        "--eval-frequency",
+        1000,
+        "--eval-episodes",
+        5,
+        "--num-threads",
+        1,
+        "--seed",
+        1,
+        "--run-dir",
+        tmp_path,
+    ]
+    proc = run_script("td3_accel_mujoco.py", argv, timeout=900)
     assert proc.returncode == 0, proc.stderr
-    path = single_run_dir(tmp_path)
-    assert os.path.isfile(os.path.join(path, "accelerated.pt"))
-    evals = scalars(load_events(path), "eval/transformer_return")
-    assert evals[-1][0] == ACCEL_STEPS
-    final = evals[-1][1]
-    assert final >= max(5 * random_return, 30.0), f"transformer {final:.1f} vs random policy {random_return:.1f}"
+    ea = load_events(single_run_dir(tmp_path))
+    accel = dict(scalars(ea, "eval/accelerator_return"))
+    transformer = dict(scalars(ea, "eval/transformer_return"))
+    assert max(accel) == max(transformer) == ACCEL_STEPS
+    f = transfer_figures(accel, transformer, random_return(ENV_ID))
+    # precondition: the accelerator learned (random is about -1250, a swing-up policy about -150)
+    assert f["accelerator"] - f["random"] > 0.5 * abs(f["random"]), f
+    assert f["tracking_gap"] <= 0.5, f"transformer {f['transformer_stage1']:.1f} vs accelerator {f['accelerator']:.1f}"

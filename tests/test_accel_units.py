@@ -118,7 +118,7 @@ def fill_like_main_loop(rb: m.ReplayBuffer, k: int, trajectory: m.TrajectoryBuff
 
 def test_trajectory_buffer_contents_follow_episode_windows():
     k = 3
-    trajectory = m.TrajectoryBuffer()
+    trajectory = m.TrajectoryBuffer(100, k, OBS_DIM, 2)
     transitions, _ = fill_like_main_loop(m.ReplayBuffer(100, OBS_DIM, 2, "cpu"), k, trajectory)
     assert len(trajectory) == len(transitions)
     for i, (ep, t, _, _) in enumerate(transitions):
@@ -126,13 +126,31 @@ def test_trajectory_buffer_contents_follow_episode_windows():
         np.testing.assert_array_equal(trajectory.windows[i], obs, err_msg=f"T window of episode {ep} step {t}")
         np.testing.assert_array_equal(trajectory.valids[i], valid)
         np.testing.assert_array_equal(trajectory.actions[i], [ep, t])
-        assert trajectory.actions[i].dtype == np.float32
     trajectory.clear()
-    assert len(trajectory) == 0 and trajectory.windows == [] and trajectory.valids == []
+    assert len(trajectory) == 0
+
+
+def test_trajectory_buffer_keeps_only_the_most_recent_samples():
+    k, capacity = 2, 5
+    trajectory = m.TrajectoryBuffer(capacity, k, OBS_DIM, 2)
+    transitions, _ = fill_like_main_loop(m.ReplayBuffer(100, OBS_DIM, 2, "cpu"), k, trajectory)
+    assert len(transitions) > capacity and len(trajectory) == capacity
+    held = {tuple(a) for a in trajectory.actions}
+    assert held == {(ep, t) for ep, t, _, _ in transitions[-capacity:]}
+    np.random.seed(0)
+    windows, valids, actions = trajectory.sample(500, "cpu")
+    assert {tuple(a) for a in actions.tolist()} == held  # every held sample can be drawn, nothing else
+    for w, v, (ep, t) in zip(windows.numpy(), valids.numpy(), actions.int().tolist(), strict=True):
+        obs, valid = expected_window(ep, t, k)
+        np.testing.assert_array_equal(w, obs)
+        np.testing.assert_array_equal(v, valid)
+    trajectory.clear()
+    trajectory.add(*expected_window(0, 0, k), np.array([7.0, 7.0]))
+    assert trajectory.sample(50, "cpu")[2].unique().tolist() == [7.0]  # nothing from before the clear
 
 
 def test_trajectory_buffer_stores_copies():
-    trajectory = m.TrajectoryBuffer()
+    trajectory = m.TrajectoryBuffer(10, 2, OBS_DIM, 2)
     w = m.EpisodeWindow(2, OBS_DIM)
     w.reset(fake_obs(0, 0))
     action = np.array([0.5, -0.5], dtype=np.float32)
@@ -459,7 +477,7 @@ def bc_setup(seed=0, **kw):
     torch.manual_seed(seed)
     low, high = -np.ones(2, dtype=np.float32), np.ones(2, dtype=np.float32)
     args = make_args(context_len=3, dim_model=32, dim_feedforward=64, num_heads=2, dropout=0.0, batch_size=32,
-                     bc_epochs=1, learning_rate=1e-3, **kw)  # fmt: skip
+                     bc_updates=2, learning_rate=1e-3, **kw)  # fmt: skip
     transformer = m.make_transformer(5, low, high, args)
     target = m.make_transformer(5, low, high, args)
     target.load_state_dict(transformer.state_dict())
@@ -470,13 +488,18 @@ def bc_setup(seed=0, **kw):
     return args, transformer, target, opt, qf1, actor
 
 
-def test_train_transformer_empties_T_and_reports_bc_loss():
-    args, transformer, target, opt, qf1, actor = bc_setup()
-    trajectory = m.TrajectoryBuffer()
+def new_trajectory(n=64):
+    return m.TrajectoryBuffer(n, 3, 5, 2)
+
+
+@pytest.mark.parametrize("bc_clear", [False, True])
+def test_train_transformer_reports_bc_loss_and_empties_T_only_with_bc_clear(bc_clear):
+    args, transformer, target, opt, qf1, actor = bc_setup(bc_clear=bc_clear)
+    trajectory = new_trajectory()
     fill(trajectory, *bc_data())
     before = copy.deepcopy(target.state_dict())
     out = m.train_transformer(trajectory, transformer, target, opt, qf1, actor, args, "cpu")
-    assert len(trajectory) == 0
+    assert len(trajectory) == (0 if bc_clear else 64)
     assert set(out) == {"losses/bc_loss"}
     assert out["losses/bc_loss"].ndim == 0 and torch.isfinite(out["losses/bc_loss"])
     assert not transformer.training  # back in eval mode for acting
@@ -486,15 +509,12 @@ def test_train_transformer_empties_T_and_reports_bc_loss():
 
 
 def test_bc_loss_decreases_on_fixed_data():
-    args, transformer, target, opt, qf1, actor = bc_setup()
+    args, transformer, target, opt, qf1, actor = bc_setup(bc_target="behavior")
     data = bc_data()
-    trajectory = m.TrajectoryBuffer()
-    losses = []
-    for _ in range(20):
-        fill(trajectory, *data)
-        losses.append(float(m.train_transformer(trajectory, transformer, target, opt, qf1, actor, args, "cpu")[
-            "losses/bc_loss"]))  # fmt: skip
-        assert len(trajectory) == 0
+    trajectory = new_trajectory()
+    fill(trajectory, *data)
+    losses = [float(m.train_transformer(trajectory, transformer, target, opt, qf1, actor, args, "cpu")[
+        "losses/bc_loss"]) for _ in range(20)]  # fmt: skip
     assert losses[-1] < 0.2 * losses[0], f"BC loss did not drop: {losses[0]:.4f} -> {losses[-1]:.4f}"
     with torch.no_grad():
         final = F.mse_loss(transformer(torch.as_tensor(data[0]), torch.as_tensor(data[1])), torch.as_tensor(data[2]))
@@ -511,17 +531,17 @@ def test_critic_ascent_raises_q1():
     windows, valids, _ = bc_data()
     results = {}
     for ascent in (False, True):
-        args, transformer, target, opt, qf1, actor = bc_setup(critic_ascent=ascent)
+        args, transformer, target, opt, qf1, actor = bc_setup(critic_ascent=ascent, bc_target="behavior")
         with torch.no_grad():
             qf1.fc3.weight.mul_(100.0)  # a critic with a clear slope in the action
             # BC targets = the transformer's own initial actions: BC alone has zero loss and stays put
             actions = transformer(torch.as_tensor(windows), torch.as_tensor(valids)).numpy()
         q0 = q_of_transformer(qf1, transformer, windows, valids)
         qf1_before = copy.deepcopy(qf1.state_dict())
-        trajectory = m.TrajectoryBuffer()
+        trajectory = new_trajectory()
+        fill(trajectory, windows, valids, actions)
         reported = []
         for _ in range(10):
-            fill(trajectory, windows, valids, actions)
             out = m.train_transformer(trajectory, transformer, target, opt, qf1, actor, args, "cpu")
             assert ("losses/critic_ascent_q" in out) == ascent
             if ascent:
@@ -542,9 +562,9 @@ def test_bc_target_actor_relabels_with_accelerator_actor():
     errors = {}
     for bc_target in ("behavior", "actor"):
         args, transformer, target, opt, qf1, actor = bc_setup(bc_target=bc_target)
-        trajectory = m.TrajectoryBuffer()
+        trajectory = new_trajectory()
+        fill(trajectory, windows, valids, stored)
         for _ in range(10):
-            fill(trajectory, windows, valids, stored)
             m.train_transformer(trajectory, transformer, target, opt, qf1, actor, args, "cpu")
         with torch.no_grad():
             w = torch.as_tensor(windows)
