@@ -28,7 +28,8 @@ class Args:
     seed: int = 1
     """seed of the experiment"""
     torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
+    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
+    and on CUDA the cuBLAS workspace setting they need)"""
     cuda: bool = True
     """if toggled, cuda will be used when available"""
     num_threads: int = 2
@@ -164,6 +165,8 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
     if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
         raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
+        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
 
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, video_dir: str = ""):
@@ -465,6 +468,28 @@ def mlp_act(actor, obs, device) -> np.ndarray:
     return actor(torch.as_tensor(obs[None], dtype=torch.float32, device=device))[0].cpu().numpy()
 
 
+def act(stage: int, global_step: int, obs, window: EpisodeWindow, actor, transformer, action_space, args: Args,
+        device) -> np.ndarray:  # fmt: skip
+    """Algorithm 1 line 5 / Algorithm 4 line 3: the acting policy (the accelerator in stage 1, the transformer on
+    its episode window in stage 2) plus Gaussian exploration noise; uniform random during stage 1's warm-up."""
+    if stage == 1 and global_step < args.learning_starts:
+        return action_space.sample()
+    low, high = action_space.low, action_space.high
+    action = mlp_act(actor, obs, device) if stage == 1 else transformer_act(transformer, window, device)
+    return np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+
+
+def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device) -> None:
+    """Algorithm 1 line 7: store (window of s, a) in T. With --bc-state-noise (section 3.1), store the noisy window
+    (padding stays zero) and the accelerator's action on it."""
+    if args.bc_state_noise > 0:
+        noisy = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
+        noisy = noisy.astype(np.float32)
+        trajectory.add(noisy, window.valid, mlp_act(actor, noisy[-1], device))
+    else:
+        trajectory.add(window.obs, window.valid, action)
+
+
 def evaluate(env, act, episodes: int, seed: int, context_len: int, step: int,
              trajectory: TrajectoryBuffer | None = None):  # fmt: skip
     """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action. With `trajectory`,
@@ -505,6 +530,9 @@ def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
         raise UsageError(f"--accelerated-checkpoint {path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "transformer" not in ckpt or "qf1" not in ckpt:
         raise UsageError(f"--accelerated-checkpoint {path}: not a checkpoint written by td3_accel_mujoco.py")
+    if ckpt.get("stage") != 1:
+        raise UsageError(f"--accelerated-checkpoint {path} was written after stage {ckpt.get('stage')}; "
+                         "give the accelerated.pt written at the end of stage 1")  # fmt: skip
     if ckpt["args"]["env_id"] != args.env_id:
         raise UsageError(f"--accelerated-checkpoint {path} was made for {ckpt['args']['env_id']}, not {args.env_id}")
     if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
@@ -517,6 +545,16 @@ def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
     return ckpt
 
 
+def duration(seconds: float) -> str:
+    """12s, 7m05s, 3h12m"""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def versions() -> dict:
     import mujoco
 
@@ -525,7 +563,9 @@ def versions() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def main(args: Args) -> None:
+def main(args: Args, on_step=None) -> None:
+    """Both stages. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests inspect buffers, windows and networks of the real loop through it)."""
     validate_args(args)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
@@ -534,6 +574,9 @@ def main(args: Args) -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     if device.type == "cpu":
@@ -612,7 +655,12 @@ def main(args: Args) -> None:
     window.reset(obs)
     episode_step, episode_return, episode_count = 0, 0.0, 0
     stage_start_step, stage_start_time = global_step, time.time()
-    last_eval = {}
+    last_eval, stage_losses = {}, {}
+    bar = None
+    if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
     while global_step < total_steps:
         if stage == 1 and global_step == stage1_end:
             # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
@@ -621,6 +669,7 @@ def main(args: Args) -> None:
                 save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
             trajectory.clear()
             last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
+            stage_losses = {}
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
             obs, _ = env.reset()
@@ -628,24 +677,9 @@ def main(args: Args) -> None:
             episode_step, episode_return = 0, 0.0
             stage_start_step, stage_start_time = global_step, time.time()
 
-        # Algorithm 1 line 5 / Algorithm 4 line 3: act with Gaussian exploration noise
-        if stage == 1 and global_step < args.learning_starts:
-            action = env.action_space.sample()
-        else:
-            if stage == 1:
-                action = mlp_act(actor, obs, device)
-            else:
-                action = transformer_act(transformer, window, device)
-            action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+        action = act(stage, global_step, obs, window, actor, transformer, env.action_space, args, device)
         if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-            # Algorithm 1 line 7: store (s, a) in T
-            if args.bc_state_noise > 0:
-                noisy = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
-                noisy = noisy.astype(np.float32)
-                trajectory.add(noisy, window.valid, mlp_act(actor, noisy[-1], device))
-            else:
-                trajectory.add(window.obs, window.valid, action)
-
+            store_in_T(trajectory, window, action, actor, args, device)
         check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         rb.add(obs, next_obs, action, reward, terminated, episode_step)
@@ -680,15 +714,19 @@ def main(args: Args) -> None:
                                 train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
             transformer.eval()
         check_finite(losses, global_step)
+        stage_losses.update(losses)
+        if bar is not None:
+            bar.update(1)
 
-        if global_step % args.log_frequency == 0:
-            for name, value in losses.items():
+        stage_end = global_step in (stage1_end, total_steps)
+        if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
+            for name, value in (stage_losses if stage_end else losses).items():
                 writer.add_scalar(name, value.item(), global_step)
             sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
             writer.add_scalar("charts/stage", stage, global_step)
         # also at the end of each stage, so both stages end with a measured return
-        if global_step % args.eval_frequency == 0 or global_step in (stage1_end, total_steps):
+        if global_step % args.eval_frequency == 0 or stage_end:
             seed = args.seed + 10_000 + global_step
             if stage == 1:
                 # only the trained accelerator's rollouts belong in T, not the random initial actor's
@@ -700,14 +738,24 @@ def main(args: Args) -> None:
             last_eval["transformer"] = evaluate(eval_env, lambda w: transformer_act(transformer, w, device),
                                                 args.eval_episodes, seed, args.context_len, global_step)  # fmt: skip
             writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
-            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+            sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
             evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
-            print(f"step={global_step} stage={stage} SPS={sps} episodes={episode_count} {evals}", flush=True)
+            eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+            line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+            if bar is None:
+                print(line, flush=True)
+            else:
+                bar.write(line)
+                bar.set_postfix_str(f"stage {stage} {evals}")
+        if on_step is not None:
+            on_step(locals())
 
     if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
         save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
     else:
         save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+    if bar is not None:
+        bar.close()
     print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
     env.close()
     eval_env.close()
