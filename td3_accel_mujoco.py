@@ -730,7 +730,7 @@ def main(args: Args, on_step=None) -> None:
             seed = args.seed + 10_000 + global_step
             if stage == 1:
                 # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                fill = trajectory if args.bc_source == "eval" and global_step >= args.learning_starts else None
+                fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
                 accel_policy = lambda w: mlp_act(actor, w.obs[-1], device)
                 last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, args.context_len,
                                                     global_step, fill)  # fmt: skip
