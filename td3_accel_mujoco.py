@@ -100,9 +100,12 @@ class Args:
     """if > 0, store (s + N(0, sigma), actor(s + N(0, sigma))) in T (section 3.1 exploration)"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
-    critic_warmup: int = 1000
-    """stage 2: steps in which only the critics learn (on the transformer's own data) before the transformer's
-    actor updates start; 0 is Algorithm 4 as printed"""
+    prefill: bool = True
+    """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions (the critics
+    keep learning from broad data while the transformer's own arrive); --no-prefill starts it empty (Algorithm 4)"""
+    critic_warmup: int = 0
+    """stage 2: steps in which only the critics learn before the transformer's actor updates start (0: none, as
+    in Algorithm 4)"""
 
     # Transformer actor (Table 1)
     context_len: int = 3
@@ -363,6 +366,20 @@ class ReplayBuffer:
         next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
         return window, valid, next_window, next_valid
 
+    def recent(self, n: int) -> dict:
+        """The n most recent transitions, oldest first: what the stage-2 buffer is prefilled with."""
+        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
+        return {k: getattr(self, k)[idx] for k in ("obs", "next_obs", "actions", "rewards", "terminations",
+                                                   "episode_step")}  # fmt: skip
+
+    def extend(self, data: dict) -> None:
+        """Append transitions in order (their episode-step indices keep the windows of s and s' rebuildable)."""
+        n = min(len(data["obs"]), self.size)
+        idx = (self.ptr + np.arange(n)) % self.size
+        for k, v in data.items():
+            getattr(self, k)[idx] = v[len(v) - n :]
+        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
+
     def sample(self, batch_size: int, context_len: int = 0) -> dict:
         # with replacement, so stage 2 can learn from its first transition (learning starts 0)
         idx = np.random.randint(0, self.count, size=batch_size)
@@ -593,6 +610,9 @@ def main(args: Args, on_step=None) -> None:
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
     ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if args.accelerated_checkpoint else None
+    if ckpt is not None and args.prefill and ckpt.get("recent_transitions") is None:
+        raise UsageError(f"--accelerated-checkpoint {args.accelerated_checkpoint} holds no transitions to prefill "
+                         "stage 2's buffer with (written by an older version); add --no-prefill")  # fmt: skip
 
     if args.track:
         try:
@@ -644,7 +664,9 @@ def main(args: Args, on_step=None) -> None:
                 "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
                 "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
                 "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
-                "transformer_optimizer": transformer_optimizer.state_dict()}  # fmt: skip
+                "transformer_optimizer": transformer_optimizer.state_dict(),
+                # the accelerator's latest transitions, to prefill stage 2's buffer when fine-tuning from here
+                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
 
     stage = 1
     print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, device {device}",
@@ -670,7 +692,10 @@ def main(args: Args, on_step=None) -> None:
             trajectory.clear()
             last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
             stage_losses = {}
+            recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+            if args.prefill:
+                rb.extend(recent)
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
             obs, _ = env.reset()
             window.reset(obs)

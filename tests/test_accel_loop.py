@@ -83,12 +83,18 @@ class Recorder:
         if stage == 2:
             self.events["stage2_steps"] += 1
             assert rb is not self.snapshots["stage1_rb"], "stage 2 kept the accelerator's replay buffer"
-            assert rb.size == args.buffer_size and rb.count == min(g - args.accel_steps, args.buffer_size)
+            prefilled = len(self.snapshots["recent"]["obs"]) if args.prefill else 0
+            assert rb.size == args.buffer_size and rb.count == min(g - args.accel_steps + prefilled, args.buffer_size)
+            if g == args.accel_steps + 1 and args.prefill:  # the accelerator's latest transitions, then its own
+                held = rb.recent(args.buffer_size)
+                for k, v in self.snapshots["recent"].items():
+                    np.testing.assert_array_equal(held[k][:-1], v[len(v) - (len(held[k]) - 1) :], k)
         else:
             self.snapshots["stage1_rb"] = rb
         if g == args.learning_starts:
             self.snapshots["transformer_at_starts"] = copy.deepcopy(L["transformer"].state_dict())
         if g == args.accel_steps:
+            self.snapshots["recent"] = L["rb"].recent(args.buffer_size)
             names = ("transformer", "transformer_target", "qf1_target", "qf2_target")
             self.snapshots["end_of_stage1"] = {n: copy.deepcopy(L[n].state_dict()) for n in names}
         if g == args.accel_steps + 1:
@@ -107,6 +113,12 @@ def pendulum_run(tmp_path_factory):
     rec = Recorder()
     args = run_main(tmp_path_factory.mktemp("loop"), rec)
     return args, rec
+
+
+def test_no_prefill_starts_stage_2_empty(tmp_path):
+    rec = Recorder()  # checks the stage-2 buffer's count at every step
+    run_main(tmp_path, rec, prefill=False, finetune_steps=30)
+    assert rec.events["stage2_steps"] == 30
 
 
 def test_loop_stores_true_transitions_and_windows(pendulum_run):

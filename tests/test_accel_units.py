@@ -280,6 +280,32 @@ def test_replay_sample_shapes_and_consistency():
     assert "window" not in rb.sample(4)
 
 
+@pytest.mark.parametrize("n", [5, 12, 30])
+def test_recent_transitions_prefill_keeps_windows(n):
+    """recent() then extend() (the stage-2 prefill): the same transitions in the same order, and every window of
+    s and s' that the source could rebuild for them rebuilds the same, except positions older than what was copied."""
+    k, src = 3, m.ReplayBuffer(12, OBS_DIM, 2, "cpu")  # 17 transitions into 12 slots: the source has wrapped
+    fill_like_main_loop(src, k)
+    recent = src.recent(n)
+    assert len(recent["obs"]) == min(n, src.count)
+    dst = m.ReplayBuffer(8, OBS_DIM, 2, "cpu")
+    dst.extend(recent)
+    assert dst.count == min(n, src.count, 8)
+    kept = {key: v[len(v) - dst.count :] for key, v in recent.items()}
+    held = dst.recent(dst.count)
+    for key in kept:
+        np.testing.assert_array_equal(held[key], kept[key], key)
+    src_idx = (src.ptr - dst.count + np.arange(dst.count)) % src.size
+    dst_idx = (dst.ptr - dst.count + np.arange(dst.count)) % dst.size
+    w_src, v_src, nw_src, _ = src.windows(src_idx, k)
+    w_dst, v_dst, nw_dst, _ = dst.windows(dst_idx, k)
+    # a position is valid in the copy if it was in the source and is among the copied transitions
+    copied = v_src & (np.arange(dst.count)[:, None] - np.arange(k - 1, -1, -1)[None, :] >= 0)
+    np.testing.assert_array_equal(v_dst, copied)
+    np.testing.assert_array_equal(w_dst, w_src * copied[..., None])
+    np.testing.assert_array_equal(nw_dst[:, -1], nw_src[:, -1])
+
+
 def test_replay_sample_with_one_transition():
     rb = m.ReplayBuffer(10, OBS_DIM, 1, "cpu")
     rb.add(fake_obs(0, 0), fake_obs(0, 1), [0.3], 1.0, False, 0)
@@ -630,7 +656,7 @@ def test_validate_args_accepts_defaults_and_zero_budgets():
 
 def fake_checkpoint(args: m.Args, obs_dim=4, act_dim=1) -> dict:
     low, high = -np.ones(act_dim, dtype=np.float32), np.ones(act_dim, dtype=np.float32)
-    return {"args": dataclasses.asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "global_step": 10,
+    return {"stage": 1, "args": dataclasses.asdict(args), "obs_dim": obs_dim, "act_dim": act_dim, "global_step": 10,
             "transformer": m.make_transformer(obs_dim, low, high, args).state_dict(),
             "qf1": m.QNetwork(obs_dim, act_dim).state_dict()}  # fmt: skip
 
