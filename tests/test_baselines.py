@@ -245,8 +245,8 @@ def run_script(name, argv, tmp_path, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
 
 
-@pytest.mark.parametrize("pomdp", ["none", "velocity"])
-@pytest.mark.parametrize("name", NAMES)
+# every script once; velocity-only observations once, with the LSTM (the wrapper itself is unit-tested per env)
+@pytest.mark.parametrize("name, pomdp", [(n, "none") for n in NAMES] + [("lstm", "velocity")])
 def test_end_to_end_tiny_run(name, pomdp, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
