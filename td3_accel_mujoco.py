@@ -23,6 +23,11 @@ TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "di
 
 @dataclass
 class Args:
+    """Transformer acceleration on Gymnasium MuJoCo: stage 1 (MLP TD3 accelerator, transformer trained from it),
+    then stage 2 (transformer fine-tuned with TD3). The paper's algorithms as printed, where our defaults differ
+    (see the transfer study in RESULTS.md): --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear
+    --bc-target behavior --no-prefill"""
+
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run directory name)"""
     seed: int = 1
