@@ -272,6 +272,11 @@ def bad_checkpoint(full_run, tmp_path, kind):
         path = tmp_path / "garbage.pt"
         path.write_bytes(b"\x00\x01 this is not a checkpoint \xff" * 50)
         return str(path)
+    if kind == "old":  # written before checkpoints kept the accelerator's latest transitions
+        ckpt = load(os.path.join(full_run["path"], "accelerated.pt"))
+        del ckpt["recent_transitions"]
+        torch.save(ckpt, tmp_path / "old.pt")
+        return str(tmp_path / "old.pt")
     return os.path.join(full_run["path"], "final.pt" if kind == "final" else "accelerated.pt")
 
 
@@ -300,6 +305,10 @@ BAD_INPUT = {
         ["--env-id", ENV_ID, "--accelerated-checkpoint", "FINAL"],
         "was written after stage 2; give the accelerated.pt",
     ),  # fmt: skip
+    "checkpoint without transitions to prefill with": (
+        ["--env-id", ENV_ID, "--accelerated-checkpoint", "OLD"],
+        "holds no transitions to prefill stage 2's buffer with",
+    ),  # fmt: skip
     "checkpoint and no fine-tuning": (
         ["--env-id", ENV_ID, "--accelerated-checkpoint", "CKPT", "--finetune-steps", 0],
         "--finetune-steps 0 leaves nothing to run",
@@ -313,7 +322,7 @@ def bad_argv(full_run, tmp_path, case):
     argv, fragment = BAD_INPUT[case]
     argv = [bad_checkpoint(full_run, tmp_path, "garbage") if a == "GARBAGE" else a for a in argv]
     argv = [bad_checkpoint(full_run, tmp_path, "real") if a == "CKPT" else a for a in argv]
-    argv = [bad_checkpoint(full_run, tmp_path, "final") if a == "FINAL" else a for a in argv]
+    argv = [bad_checkpoint(full_run, tmp_path, a.lower()) if a in ("FINAL", "OLD") else a for a in argv]
     run_dir = tmp_path / "runs"
     # tiny sizes keep a run short should the script wrongly accept the input; the case's flags come last and win
     return [*TINY_ACCEL, "--accel-steps", 50, "--finetune-steps", 10, "--run-dir", run_dir, *argv], fragment, run_dir
