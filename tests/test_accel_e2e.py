@@ -189,6 +189,16 @@ def test_global_step_continues_across_stages(full_run):
     assert max(episode_steps) <= total
 
 
+def test_progress_line_per_evaluation_with_eta(full_run):
+    lines = [x for x in full_run["proc"].stdout.splitlines() if x.startswith("step=")]
+    pattern = re.compile(r"^step=(\d+) stage=([12]) SPS=\d+ eta=(\d+s|\d+m\d\ds|\d+h\d\dm) episodes=\d+ (.*)$")
+    parsed = [pattern.match(x) for x in lines]
+    assert all(parsed), lines
+    assert [(int(p[1]), int(p[2])) for p in parsed] == [(300, 1), (600, 1), (700, 2)]
+    assert parsed[-1][3] == "0s"  # nothing left at the end
+    assert "accelerator_return=" in parsed[0][4] and "accelerator_return=" not in parsed[-1][4]
+
+
 def test_hyperparameters_text_mentions_versions(full_run):
     import gymnasium
     import mujoco

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel_helpers import load_events, scalars, single_run_dir  # noqa: E402
+
 import td3_accel_mujoco as m  # noqa: E402
 
 K, ACCEL, STARTS, FINETUNE = 3, 500, 200, 100  # ACCEL even: the first stage-2 step does no soft update
@@ -192,3 +195,12 @@ def test_bc_state_noise_stores_noisy_windows_labelled_by_the_acting_actor(tmp_pa
 
     run_main(tmp_path, on_step, bc_state_noise=0.5, bc_target="behavior", finetune_steps=4)
     assert len(checked) == ACCEL - STARTS
+
+
+def test_short_run_logs_losses_and_sps_at_each_stage_end(tmp_path):
+    run_main(tmp_path, None, log_frequency=10**6, finetune_steps=30, critic_warmup=0)
+    ea = load_events(single_run_dir(tmp_path))
+    ends = [ACCEL, ACCEL + 30]
+    for tag in ("charts/SPS", "charts/stage", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss"):
+        assert [s for s, _ in scalars(ea, tag)] == ends, tag
+    assert [s for s, _ in scalars(ea, "losses/bc_loss")] == [ACCEL]  # BC is stage 1's only
