@@ -204,3 +204,11 @@ def test_short_run_logs_losses_and_sps_at_each_stage_end(tmp_path):
     for tag in ("charts/SPS", "charts/stage", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss"):
         assert [s for s, _ in scalars(ea, tag)] == ends, tag
     assert [s for s, _ in scalars(ea, "losses/bc_loss")] == [ACCEL]  # BC is stage 1's only
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_torch_deterministic_turns_on_deterministic_algorithms(tmp_path, deterministic):
+    torch.use_deterministic_algorithms(not deterministic)
+    run_main(tmp_path, None, accel_steps=0, finetune_steps=5, torch_deterministic=deterministic)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.backends.cudnn.deterministic == deterministic
