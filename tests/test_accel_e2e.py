@@ -296,6 +296,8 @@ BAD_INPUT = {
     "buffer < batch": (["--env-id", ENV_ID, "--buffer-size", 16, "--batch-size", 32], "--buffer-size (16)"),
     "accel buffer < batch": (["--env-id", ENV_ID, "--accel-buffer-size", 8, "--batch-size", 32], "--accel-buffer-size"),
     "context 0": (["--env-id", ENV_ID, "--context-len", 0], "--context-len must be positive"),
+    # Adam's first step lr / (1 - beta1) would overflow float32 (it used to end in a traceback)
+    "huge learning rate": (["--env-id", ENV_ID, "--learning-rate", 1e38], "--learning-rate must be finite and at most"),
     "negative accel steps": (["--env-id", ENV_ID, "--accel-steps", -5], "--accel-steps must be >= 0"),
     "heads do not divide": (["--env-id", ENV_ID, "--dim-model", 30, "--num-heads", 4], "divisible"),
     "missing checkpoint": (
@@ -397,14 +399,6 @@ def test_divergence_in_stage_1_names_loss_and_step(tmp_path):
     assert loss in ("losses/qf1_loss", "losses/qf2_loss")
     assert 200 < step <= 210  # within a few updates of --learning-starts
     assert glob.glob(str(tmp_path / "runs" / "*" / "*.pt")) == []
-
-
-def test_huge_learning_rate_is_reported_not_a_traceback(tmp_path):
-    proc = run_script(SCRIPT, [*STAGE1_DIVERGE, "--learning-rate", 1e38, "--run-dir", tmp_path / "runs"],
-                      cwd=tmp_path)  # fmt: skip
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.returncode in (1, 2)
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.fixture(scope="module")
