@@ -1,6 +1,6 @@
 """Transfer figures of td3_accel_mujoco.py runs (the transfer study in RESULTS.md), per run and per environment.
 
-    python analysis/transfer_metrics.py runs/transfer_after
+    python analysis/transfer_metrics.py runs/transfer_before runs/transfer_after --plot results/transfer.png
     python analysis/transfer_metrics.py runs/handover --stage1-from runs/transfer_after
 
 With R the mean return of a uniform random policy (20 episodes), A and T1 the means of the accelerator's and the
@@ -63,16 +63,23 @@ def load_run(run_dir: str) -> tuple[dict, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="folder holding run directories {env_id}__{exp_name}__{seed}__{time}")
+    p.add_argument(
+        "roots",
+        nargs="+",
+        help="folders holding run directories {env_id}__{exp_name}__{seed}__{time}; the folder's name labels its runs",
+    )
+    p.add_argument("--plot", help="write a PNG of the evaluation curves (mean over seeds) here")
     p.add_argument(
         "--stage1-from",
         help="for runs that fine-tuned a stage-1 checkpoint (--accelerated-checkpoint): "
         "the folder of the runs that wrote those checkpoints, matched by env and seed",
     )
     a = p.parse_args()
-    rows, per_env = [], defaultdict(list)
-    for run in sorted(glob.glob(os.path.join(a.root, "*__*__*__*"))):
+    rows, per_env, curves = [], defaultdict(list), defaultdict(list)
+    runs = [(root, run) for root in a.roots for run in sorted(glob.glob(os.path.join(root, "*__*__*__*")))]
+    for root, run in runs:
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
+        exp_name = f"{os.path.basename(os.path.normpath(root))}/{exp_name}"
         accel, transformer = load_run(run)
         if a.stage1_from:  # stage-1 evaluations from the run that wrote the checkpoint
             source = glob.glob(os.path.join(a.stage1_from, f"{env_id}__*__{seed}__*"))
@@ -87,6 +94,7 @@ def main() -> None:
         f = transfer_figures(accel, transformer, random_return(env_id))
         rows.append((env_id, exp_name, int(seed), f))
         per_env[(env_id, exp_name)].append(f)
+        curves[(env_id, exp_name)].append((accel, transformer))
     nan = float("nan")
     print(
         "| env | method | seed | random | accelerator | transformer (stage 1) | tracking gap | stage 2 first 3 "
@@ -108,6 +116,36 @@ def main() -> None:
             f"| {env_id} | {exp_name} | {len(fs)} | {gap.mean():.2f} ({gap.std():.2f}, {gap.max():.2f}) | "
             f"{drop.mean():.2f} ({drop.std():.2f}) | {last.mean():.1f} ({last.std():.1f}) |"
         )
+
+    if a.plot:
+        plot(curves, a.plot)
+
+
+def plot(curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({env for env, _ in curves})
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
+    for ax, env_id in zip(axes[0], envs, strict=True):
+        for i, ((env, name), runs) in enumerate(sorted(curves.items())):
+            if env != env_id:
+                continue
+            for which, style in ((0, "--"), (1, "-")):
+                steps = sorted(set.intersection(*(set(r[which]) for r in runs)))
+                mean = [np.mean([r[which][s] for r in runs]) for s in steps]
+                label = f"{name} {'accelerator' if which == 0 else 'transformer'} (n={len(runs)})"
+                ax.plot(steps, mean, style, color=f"C{i}", label=label)
+            ax.axvline(max(runs[0][0]), color="grey", lw=0.5)  # the handover
+        ax.set_title(env_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return (mean over seeds)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
