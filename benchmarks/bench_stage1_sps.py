@@ -1,7 +1,8 @@
 """Stage-1 speed against the MLP baseline: whole-process environment steps per second of
 baselines/td3_mlp_mujoco.py, td3_accel_mujoco.py stage 1 with its default schedule, and td3_accel_mujoco.py with
-Algorithm 1's printed schedule (T cleared every 1000 steps), run one after another in fresh processes, one
-torch thread each, alternating over several rounds; prints each round, the medians and the ratios to the MLP.
+Algorithm 1's printed schedule (T cleared every 1000 steps). Each round starts the three side by side, at the same
+moment, one torch thread each, so that they share whatever else loads the machine; prints each round, the medians
+and each round's ratio to the MLP baseline.
 
     python benchmarks/bench_stage1_sps.py --rounds 3 --steps 5000 --learning-starts 1000
 """
@@ -38,17 +39,27 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as run_dir:
         for r in range(a.rounds):
+            start, procs = time.perf_counter(), {}
             for name, argv in programs.items():
-                start = time.perf_counter()
-                subprocess.run([sys.executable, *argv, *common, "--run-dir", run_dir], cwd=ROOT, env=env, check=True,
-                               stdout=subprocess.DEVNULL)  # fmt: skip
-                sps[name].append(a.steps / (time.perf_counter() - start))
-                print(f"round {r + 1} {name}: {sps[name][-1]:.1f} steps/s", flush=True)
-    base = statistics.median(sps["mlp baseline"])
-    print(f"\n{a.env_id}, {a.steps} steps ({a.learning_starts} random), whole process, 1 thread, {a.rounds} rounds")
+                cmd = [sys.executable, *argv, *common, "--run-dir", run_dir]
+                procs[name] = subprocess.Popen(
+                    cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            pending = dict(procs)
+            while pending:
+                for name, proc in list(pending.items()):
+                    if proc.poll() is not None:
+                        assert proc.returncode == 0, f"{name} exited with {proc.returncode}"
+                        sps[name].append(a.steps / (time.perf_counter() - start))
+                        del pending[name]
+                time.sleep(0.05)
+            print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in sps.items()) + " steps/s", flush=True)
+    print(f"\n{a.env_id}, {a.steps} steps ({a.learning_starts} random), whole process, 1 thread each, side by side, "
+          f"{a.rounds} rounds")  # fmt: skip
     for name, values in sps.items():
-        med = statistics.median(values)
-        print(f"{name:40s} median {med:6.1f} steps/s  ratio to mlp {med / base:.2f}")
+        ratios = [v / b for v, b in zip(values, sps["mlp baseline"], strict=True)]
+        print(f"{name:40s} median {statistics.median(values):6.1f} steps/s  ratio to mlp: median "
+              f"{statistics.median(ratios):.2f} (rounds: {' '.join(f'{x:.2f}' for x in ratios)})")  # fmt: skip
 
 
 if __name__ == "__main__":
