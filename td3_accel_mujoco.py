@@ -91,7 +91,9 @@ class Args:
     bc_frequency: int = 8
     """train the transformer every this many environment steps (stage 1, after --learning-starts)"""
     bc_updates: int = 1
-    """gradient steps (minibatches of --batch-size drawn from T) at each transformer training round"""
+    """gradient steps (minibatches drawn from T) at each transformer training round"""
+    bc_batch_size: int | None = None
+    """minibatch size of the BC and critic-ascent steps (default: --batch-size)"""
     bc_buffer_size: int = 10_000
     """capacity of T: it holds only the accelerator's most recent (window, action) samples"""
     bc_clear: bool = False
@@ -147,7 +149,7 @@ def validate_args(args: Args) -> None:
     positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
                 "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads", "dim_model",
                 "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
-    for name in positive:
+    for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
@@ -450,7 +452,7 @@ def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_tar
     transformer.train()
     bc_losses, ascent_qs = [], []
     for _ in range(args.bc_updates):
-        windows, valids, targets = trajectory.sample(args.batch_size, device)
+        windows, valids, targets = trajectory.sample(args.bc_batch_size or args.batch_size, device)
         if args.bc_target == "actor":
             with torch.no_grad():
                 targets = actor(windows[:, -1])
