@@ -1,8 +1,10 @@
-"""Learning check (the transfer study of RESULTS.md, in small): in one stage-1 run on Pendulum-v1 the transformer,
-trained only from its accelerator, ends stage 1 close to that accelerator. The figure is the tracking gap
-(accelerator - transformer) / (accelerator - random policy) over the last 3 evaluations, inside the run, so no
-absolute return is tuned to a few seeds. The Algorithm-1-as-printed schedule (T cleared every 1000 steps) fails it
-(gap 0.5-0.9 on seeds 1-3, RESULTS.md). About 3 minutes on one core, hence `slow`."""
+"""Learning check (the transfer study of RESULTS.md, in small): in one stage-1 run on InvertedPendulum-v4 the
+transformer, trained only from its accelerator, ends stage 1 close to that accelerator. The figure is the tracking
+gap (accelerator - transformer) / (accelerator - random policy) over the last 3 evaluations, inside the run, so no
+absolute return is tuned to a few seeds; the bound is the transfer issue's target for the mean, 0.15. On this budget
+the previous defaults (Algorithm 1 as printed: T emptied every 1000 steps) gave gaps 0.24, 0.17 and -0.08 on seeds
+1-3, today's defaults -0.01, 0.04 and 0.12 (RESULTS.md); the test runs seed 1, fixed before any run. About 3 minutes
+on one core, hence `slow`."""
 
 import os
 import sys
@@ -14,12 +16,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from accel_helpers import load_events, run_script, scalars, single_run_dir  # noqa: E402
 from transfer_metrics import random_return, transfer_figures  # noqa: E402
 
-ENV_ID, ACCEL_STEPS = "Pendulum-v1", 10_000
+ENV_ID, ACCEL_STEPS = "InvertedPendulum-v4", 10_000
 
 
 @pytest.mark.slow
 def test_stage_1_transformer_tracks_its_accelerator(tmp_path):
-    # the transfer study's Pendulum budget and seed 1 (chosen before looking), default schedule and transformer
+    # the transfer study's InvertedPendulum budget and seed 1 (chosen before looking), default schedule and model
     argv = [
         "--env-id",
         ENV_ID,
@@ -47,6 +49,6 @@ def test_stage_1_transformer_tracks_its_accelerator(tmp_path):
     transformer = dict(scalars(ea, "eval/transformer_return"))
     assert max(accel) == max(transformer) == ACCEL_STEPS
     f = transfer_figures(accel, transformer, random_return(ENV_ID))
-    # precondition: the accelerator learned (random is about -1250, a swing-up policy about -150)
-    assert f["accelerator"] - f["random"] > 0.5 * abs(f["random"]), f
-    assert f["tracking_gap"] <= 0.5, f"transformer {f['transformer_stage1']:.1f} vs accelerator {f['accelerator']:.1f}"
+    # precondition: the accelerator learned something to track (a random policy balances for about 5 steps)
+    assert f["accelerator"] > 5 * f["random"], f
+    assert f["tracking_gap"] <= 0.15, f"transformer {f['transformer_stage1']:.1f} vs accelerator {f['accelerator']:.1f}"
