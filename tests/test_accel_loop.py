@@ -118,12 +118,6 @@ def pendulum_run(tmp_path_factory):
     return args, rec
 
 
-def test_no_prefill_starts_stage_2_empty(tmp_path):
-    rec = Recorder()  # checks the stage-2 buffer's count at every step
-    run_main(tmp_path, rec, prefill=False, finetune_steps=30)
-    assert rec.events["stage2_steps"] == 30
-
-
 def test_loop_stores_true_transitions_and_windows(pendulum_run):
     _, rec = pendulum_run  # the Recorder asserted every step; here: the run did cross what it should
     assert rec.events["truncated"] >= 2  # Pendulum's 200-step time limit, in both stages
@@ -197,8 +191,10 @@ def test_bc_state_noise_stores_noisy_windows_labelled_by_the_acting_actor(tmp_pa
     assert len(checked) == ACCEL - STARTS
 
 
-def test_short_run_logs_losses_and_sps_at_each_stage_end(tmp_path):
-    run_main(tmp_path, None, log_frequency=10**6, finetune_steps=30, critic_warmup=0)
+def test_short_run_logs_losses_and_sps_at_each_stage_end_and_no_prefill_starts_stage_2_empty(tmp_path):
+    rec = Recorder()  # with --no-prefill it checks that the stage-2 buffer holds only stage 2's transitions
+    run_main(tmp_path, rec, log_frequency=10**6, finetune_steps=30, critic_warmup=0, prefill=False)
+    assert rec.events["stage2_steps"] == 30
     ea = load_events(single_run_dir(tmp_path))
     ends = [ACCEL, ACCEL + 30]
     for tag in ("charts/SPS", "charts/stage", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss"):
