@@ -699,9 +699,11 @@ def main(args: Args, on_step=None) -> None:
             trajectory.clear()
             last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
             stage_losses = {}
-            recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
+            recent = None
+            if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
+                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
             stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-            if args.prefill:
+            if recent is not None:
                 rb.extend(recent)
             transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
             obs, _ = env.reset()

@@ -238,6 +238,14 @@ def test_finetune_from_checkpoint_runs_stage_2_only(full_run, tmp_path):
     assert "losses/bc_loss" not in ea.Tags()["scalars"]
 
 
+def test_old_checkpoint_fine_tunes_with_no_prefill(full_run, tmp_path):
+    old = bad_checkpoint(full_run, tmp_path, "old")  # no stored transitions: stage 2 starts from an empty buffer
+    argv = finetune_args(full_run, tmp_path / "runs", "--no-prefill")
+    checked(run_script(SCRIPT, [old if a == os.path.join(full_run["path"], "accelerated.pt") else a for a in argv]))
+    final = load(os.path.join(single_run_dir(tmp_path / "runs"), "final.pt"))
+    assert (final["stage"], final["global_step"]) == (2, ACCEL_STEPS + FINETUNE_STEPS)
+
+
 def test_critic_warmup_trains_only_the_critics(full_run, tmp_path):
     # warm-up as long as stage 2: the critics and their targets learn, the transformer and its target stay put
     checked(run_script(SCRIPT, finetune_args(full_run, tmp_path, "--critic-warmup", FINETUNE_STEPS)))
