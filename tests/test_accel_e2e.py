@@ -212,8 +212,8 @@ def test_hyperparameters_text_mentions_versions(full_run):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Stage 2 from a stage-1 checkpoint
-def finetune_args(full_run, run_dir, *extra):
-    ckpt = os.path.join(full_run["path"], "accelerated.pt")
+def finetune_args(full_run, run_dir, *extra, ckpt=None):
+    ckpt = ckpt or os.path.join(full_run["path"], "accelerated.pt")
     return ["--env-id", ENV_ID, "--accelerated-checkpoint", ckpt, "--finetune-steps", FINETUNE_STEPS,
             "--eval-frequency", 300, "--log-frequency", 50, *TINY_ACCEL, "--run-dir", run_dir, *extra]  # fmt: skip
 
@@ -240,8 +240,7 @@ def test_finetune_from_checkpoint_runs_stage_2_only(full_run, tmp_path):
 
 def test_old_checkpoint_fine_tunes_with_no_prefill(full_run, tmp_path):
     old = bad_checkpoint(full_run, tmp_path, "old")  # no stored transitions: stage 2 starts from an empty buffer
-    argv = finetune_args(full_run, tmp_path / "runs", "--no-prefill")
-    checked(run_script(SCRIPT, [old if a == os.path.join(full_run["path"], "accelerated.pt") else a for a in argv]))
+    checked(run_script(SCRIPT, finetune_args(full_run, tmp_path / "runs", "--no-prefill", ckpt=old)))
     final = load(os.path.join(single_run_dir(tmp_path / "runs"), "final.pt"))
     assert (final["stage"], final["global_step"]) == (2, ACCEL_STEPS + FINETUNE_STEPS)
 

@@ -95,8 +95,9 @@ EPISODES = [(4, "terminated"), (5, "truncated"), (2, "terminated"), (6, None)]
 
 
 def fill_like_main_loop(rb: m.ReplayBuffer, k: int, trajectory: m.TrajectoryBuffer | None = None):
-    """Drive an EpisodeWindow, the trajectory buffer T and the replay buffer the way main() does. Returns the
-    list of transitions (ep, t, terminated, truncated) in insertion order and the windows seen while acting."""
+    """A hand-made fill of an EpisodeWindow, T and a replay buffer: known data for the buffers' unit tests (what
+    main() itself stores is checked in test_accel_loop.py). Returns the list of transitions (ep, t, terminated,
+    truncated) in insertion order and the windows seen while acting."""
     window = m.EpisodeWindow(k, OBS_DIM)
     transitions, acting_windows = [], []
     for ep, (length, end) in enumerate(EPISODES):
