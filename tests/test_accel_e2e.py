@@ -1,5 +1,7 @@
-"""End-to-end runs of td3_accel_mujoco.py as a script: checkpoints, TensorBoard logs, fine-tuning from a stage-1
-checkpoint, bad input, divergence and determinism. Every run is tiny (a few hundred steps, small transformer)."""
+"""End-to-end runs of td3_accel_mujoco.py: checkpoints, TensorBoard logs, fine-tuning from a stage-1 checkpoint, bad
+input, divergence and determinism. Every run is tiny (a few hundred steps, small transformer) and goes through cli(),
+what `python td3_accel_mujoco.py` runs, in this process (run_cli); one test starts the real process for its exit
+code."""
 
 import glob
 import hashlib
@@ -17,11 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel_helpers import (  # noqa: E402
     TINY_ACCEL,
     load_events,
+    run_cli,
     run_dirs,
     run_script,
     scalars,
     single_run_dir,
-    start_script,
     text_summary,
 )
 
@@ -87,7 +89,7 @@ def eval_like_script(ckpt: dict, step: int, act_of) -> float:
 def full_run(tmp_path_factory):
     """Stage 1 (600 steps, critic ascent on) then stage 2 (100 steps) in one run."""
     run_dir = tmp_path_factory.mktemp("full_run")
-    proc = checked(run_script(SCRIPT, [*FULL_RUN, "--run-dir", run_dir]))
+    proc = checked(run_cli(m, [*FULL_RUN, "--run-dir", run_dir]))
     path = single_run_dir(run_dir)
     return {"proc": proc, "path": path, "events": load_events(path)}
 
@@ -221,7 +223,7 @@ def finetune_args(full_run, run_dir, *extra, ckpt=None):
 def test_finetune_from_checkpoint_runs_stage_2_only(full_run, tmp_path):
     ckpt = os.path.join(full_run["path"], "accelerated.pt")
     before = sha256(ckpt)
-    checked(run_script(SCRIPT, finetune_args(full_run, tmp_path)))
+    checked(run_cli(m, finetune_args(full_run, tmp_path)))
     total = ACCEL_STEPS + FINETUNE_STEPS
     path = single_run_dir(tmp_path)
     assert os.path.isfile(os.path.join(path, "final.pt"))
@@ -240,14 +242,14 @@ def test_finetune_from_checkpoint_runs_stage_2_only(full_run, tmp_path):
 
 def test_old_checkpoint_fine_tunes_with_no_prefill(full_run, tmp_path):
     old = bad_checkpoint(full_run, tmp_path, "old")  # no stored transitions: stage 2 starts from an empty buffer
-    checked(run_script(SCRIPT, finetune_args(full_run, tmp_path / "runs", "--no-prefill", ckpt=old)))
+    checked(run_cli(m, finetune_args(full_run, tmp_path / "runs", "--no-prefill", ckpt=old)))
     final = load(os.path.join(single_run_dir(tmp_path / "runs"), "final.pt"))
     assert (final["stage"], final["global_step"]) == (2, ACCEL_STEPS + FINETUNE_STEPS)
 
 
 def test_critic_warmup_trains_only_the_critics(full_run, tmp_path):
     # warm-up as long as stage 2: the critics and their targets learn, the transformer and its target stay put
-    checked(run_script(SCRIPT, finetune_args(full_run, tmp_path, "--critic-warmup", FINETUNE_STEPS)))
+    checked(run_cli(m, finetune_args(full_run, tmp_path, "--critic-warmup", FINETUNE_STEPS)))
     accel = load(os.path.join(full_run["path"], "accelerated.pt"))
     path = single_run_dir(tmp_path)
     final = load(os.path.join(path, "final.pt"))
@@ -263,7 +265,7 @@ def test_critic_warmup_trains_only_the_critics(full_run, tmp_path):
 def finetune_lr0(full_run, tmp_path_factory):
     """Fine-tuning with --learning-rate 0: no network may change, only the target networks (soft updates)."""
     run_dir = tmp_path_factory.mktemp("finetune_lr0")
-    checked(run_script(SCRIPT, finetune_args(full_run, run_dir, "--learning-rate", 0)))
+    checked(run_cli(m, finetune_args(full_run, run_dir, "--learning-rate", 0)))
     accel = load(os.path.join(full_run["path"], "accelerated.pt"))
     final = load(os.path.join(single_run_dir(run_dir), "final.pt"))
     return accel, final
@@ -400,8 +402,7 @@ STAGE1_DIVERGE = ["--env-id", ENV_ID, "--accel-steps", 400, "--learning-starts",
 
 
 def test_divergence_in_stage_1_names_loss_and_step(tmp_path):
-    proc = run_script(SCRIPT, [*STAGE1_DIVERGE, "--learning-rate", 1e30, "--run-dir", tmp_path / "runs"],
-                      cwd=tmp_path)  # fmt: skip
+    proc = run_cli(m, [*STAGE1_DIVERGE, "--learning-rate", 1e30, "--run-dir", tmp_path / "runs"], cwd=tmp_path)
     loss, step = diverged(proc)
     assert loss in ("losses/qf1_loss", "losses/qf2_loss")
     assert 200 < step <= 210  # within a few updates of --learning-starts
@@ -416,7 +417,7 @@ def finetune_diverged(full_run, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("finetune_diverged")
     run_dir = cwd / "runs"
     argv = finetune_args(full_run, run_dir, "--learning-rate", 1e30, "--finetune-steps", 300)
-    proc = run_script(SCRIPT, argv, cwd=cwd)
+    proc = run_cli(m, argv, cwd=cwd)
     return {"proc": proc, "ckpt": ckpt, "before": before, "run_dir": run_dir, "cwd": cwd}
 
 
@@ -449,10 +450,8 @@ def test_same_seed_gives_identical_runs(tmp_path):
     argv = ["--env-id", ENV_ID, "--accel-steps", 400, "--learning-starts", 100, "--finetune-steps", 60,
             "--bc-frequency", 100, "--eval-frequency", 100, "--log-frequency", 20, "--torch-deterministic",
             "--seed", 3, *TINY_ACCEL]  # fmt: skip
-    procs = [start_script(SCRIPT, [*argv, "--run-dir", tmp_path / f"r{i}"]) for i in range(2)]
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    for i in range(2):  # one after the other in one process: nothing the first run leaves may change the second
+        checked(run_cli(m, [*argv, "--run-dir", tmp_path / f"r{i}"]))
     ea = [load_events(single_run_dir(tmp_path / f"r{i}")) for i in range(2)]
     for tag in ("eval/transformer_return", "eval/accelerator_return", "losses/qf1_loss", "losses/actor_loss",
                 "losses/bc_loss", "charts/episodic_return"):  # fmt: skip

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accel_helpers import run_cli  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["mlp", "lstm", "transformer"]
 SCRIPTS = {name: ROOT / "baselines" / f"td3_{name}_mujoco.py" for name in NAMES}
@@ -238,11 +241,16 @@ def test_episode_window_resets_at_episode_start():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# End-to-end tiny runs (subprocess)
+# End-to-end tiny runs
 def run_script(name, argv, tmp_path, timeout=120):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, str(SCRIPTS[name]), "--run-dir", str(tmp_path / "runs"), "--num-threads", "1", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+
+def run_in_process(name, argv, tmp_path):
+    """What run_script runs, through the script's cli() in this process (no interpreter start-up)."""
+    return run_cli(load(name), ["--run-dir", tmp_path / "runs", "--num-threads", "1", *argv], cwd=tmp_path)
 
 
 # every script once; velocity-only observations once, with the LSTM (the wrapper itself is unit-tested per env)
@@ -253,7 +261,7 @@ def test_end_to_end_tiny_run(name, pomdp, tmp_path):
     argv = ["--env-id", "Hopper-v4", "--pomdp", pomdp, "--total-timesteps", "300", "--learning-starts", "100",
             "--batch-size", "16", "--buffer-size", "500", "--eval-frequency", "150", "--eval-episodes", "1",
             "--log-frequency", "50", *TINY[name]]  # fmt: skip
-    proc = run_script(name, argv, tmp_path)
+    proc = run_in_process(name, argv, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"^step=150 SPS=\d+ episodes=\d+ eval_return=-?\d+\.\d$", proc.stdout, re.M), proc.stdout
     assert re.search(r"^step=300 SPS=\d+ episodes=\d+ eval_return=", proc.stdout, re.M), proc.stdout
@@ -383,7 +391,7 @@ def test_divergence_never_sends_a_nan_action_to_mujoco(name, tmp_path):
     argv = ["--env-id", "Hopper-v5", "--total-timesteps", "300", "--learning-starts", "100", "--batch-size", "16",
             "--buffer-size", "500", "--eval-frequency", "1000", "--eval-episodes", "1", "--policy-frequency", "1",
             "--learning-rate", "1e10", *TINY[name]]  # fmt: skip
-    proc = run_script(name, argv, tmp_path)
+    proc = run_in_process(name, argv, tmp_path)
     line = check_stopped_before_mujoco(name, proc.returncode, proc.stderr, tmp_path, tmp_path / "runs")
     assert "diverged: the actor's action is non-finite at global step 101;" in line, line
 
