@@ -1,0 +1,925 @@
+# Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on partially observable
+# Gymnasium MuJoCo (`--pomdp velocity`: only the velocity entries of each observation are seen).
+# Stage 1 (Algorithm 1): an LSTM TD3 accelerator (actor and twin critics read the last --history-len observations of
+# the episode) learns online and trains a transformer actor (last --context-len observations) from a trajectory
+# buffer T by behavior cloning (Algorithm 2) and, optionally, ascent on the LSTM critic (Algorithm 3).
+# Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the LSTM twin critics and their targets, with
+# a fresh, small replay buffer. CleanRL-style: everything the method needs is in this one file.
+import copy
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+# Fields a stage-1 checkpoint must share with the run that fine-tunes it: what the observations are, what the LSTM
+# critics read and how they are built, and the transformer's architecture.
+CHECKPOINT_FIELDS = ("pomdp", "history_len", "lstm_hidden_size", "context_len", "num_layers", "num_heads",
+                     "dim_model", "dim_feedforward")  # fmt: skip
+
+
+@dataclass
+class Args:
+    """Transformer acceleration on velocity-only Gymnasium MuJoCo: stage 1 (LSTM TD3 accelerator, transformer trained
+    from it), then stage 2 (transformer fine-tuned with TD3 and the LSTM critics). The paper's algorithms as printed,
+    where our defaults differ (the schedule of td3_accel_mujoco.py, see RESULTS.md): --bc-frequency 1000
+    --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --no-prefill"""
+
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
+    and on CUDA the cuBLAS workspace setting they need)"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available"""
+    num_threads: int = 2
+    """CPU threads for torch when no GPU is used (2 measured fastest on a 2-core machine, see BENCHMARKS.md);
+    use 1 per run when running several runs at once"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "transformer-acceleration"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
+    run_dir: str = "runs"
+    """where run directories (TensorBoard events, checkpoints) are created"""
+
+    # Environment and stage lengths
+    env_id: str = "HalfCheetah-v4"
+    """the id of a Gymnasium MuJoCo environment with a Box action space"""
+    pomdp: Literal["velocity", "none"] = "velocity"
+    """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant);
+    `none`: the full observation"""
+    accel_steps: int = 500_000
+    """stage 1 length in environment steps (accelerator learns, transformer is accelerated)"""
+    finetune_steps: int = 500_000
+    """stage 2 length in environment steps (transformer fine-tuned online)"""
+    accelerated_checkpoint: str | None = None
+    """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
+
+    # TD3 (Table 1, MuJoCo)
+    buffer_size: int = 100_000
+    """stage 2 (transformer) replay buffer size"""
+    accel_buffer_size: int = 500_000
+    """stage 1 (accelerator) replay buffer size"""
+    learning_starts: int = 25_000
+    """stage 1 steps of uniform random actions before the accelerator learns (stage 2 learns at once)"""
+    batch_size: int = 256
+    """minibatch size of every TD3, BC and critic-ascent update"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    policy_noise: float = 0.2
+    """the scale of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """the clip of the target policy smoothing noise"""
+    exploration_noise: float = 0.1
+    """the scale of the Gaussian exploration noise (both stages)"""
+    policy_frequency: int = 2
+    """the frequency of delayed actor (and target) updates"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of every network"""
+
+    # Transformer acceleration (Algorithms 1-3). The defaults keep the transformer close to its accelerator (the
+    # transfer study in RESULTS.md); Algorithm 1 as printed (train on T, then empty it) is
+    # --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior
+    bc_frequency: int = 8
+    """train the transformer every this many environment steps (stage 1, after --learning-starts)"""
+    bc_updates: int = 1
+    """gradient steps (minibatches drawn from T) at each transformer training round"""
+    bc_batch_size: int | None = None
+    """minibatch size of the BC and critic-ascent steps (default: --batch-size)"""
+    bc_buffer_size: int = 10_000
+    """capacity of T: it holds only the accelerator's most recent (window, action) samples"""
+    bc_clear: bool = False
+    """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
+    bc_target: Literal["behavior", "actor"] = "actor"
+    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
+    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
+    bc_source: Literal["train", "eval"] = "train"
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    bc_state_noise: float = 0.0
+    """if > 0, store (s + N(0, sigma), actor(s + N(0, sigma))) in T (section 3.1 exploration)"""
+    critic_ascent: bool = False
+    """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+    prefill: bool = True
+    """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions (the critics
+    keep learning from broad data while the transformer's own arrive); --no-prefill starts it empty (Algorithm 4)"""
+    critic_warmup: int = 0
+    """stage 2: steps in which only the critics learn before the transformer's actor updates start (0: none, as
+    in Algorithm 4)"""
+
+    # LSTM accelerator (actor and twin critics)
+    history_len: int = 3
+    """observations of the current episode each LSTM reads (default: the transformer's --context-len); the two are
+    independent, each network gets its own window of the same stored episode"""
+    lstm_hidden_size: int = 128
+    """hidden (and cell) state size of every LSTM (the paper gives none; as in baselines/td3_lstm_mujoco.py)"""
+
+    # Transformer actor (Table 1)
+    context_len: int = 3
+    """observations of the current episode the transformer reads"""
+    num_layers: int = 1
+    """transformer encoder layers"""
+    num_heads: int = 2
+    """attention heads"""
+    dim_model: int = 256
+    """token width"""
+    dim_feedforward: int = 512
+    """width of each encoder layer's feed-forward block"""
+    dropout: float = 0.05
+    """dropout inside the encoder"""
+
+    # Evaluation and logging
+    eval_frequency: int = 10_000
+    """evaluate (deterministic actions, separate env) every this many environment steps"""
+    eval_episodes: int = 5
+    """episodes per evaluation"""
+    log_frequency: int = 1000
+    """log losses and SPS every this many environment steps"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+def validate_args(args: Args) -> None:
+    positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
+                "bc_updates", "bc_buffer_size", "history_len", "lstm_hidden_size", "context_len", "num_layers",
+                "num_heads", "dim_model", "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency",
+                "num_threads"]  # fmt: skip
+    for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ["accel_buffer_size", "buffer_size"]:
+        if getattr(args, name) < args.batch_size:
+            raise UsageError(
+                f"--{name.replace('_', '-')} ({getattr(args, name)}) is smaller than --batch-size ({args.batch_size})"
+            )
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
+        if not getattr(args, name) >= 0:  # NaN fails too
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
+        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
+        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment
+# Velocity entries of each observation, (first, last inclusive, full observation size), checked against gymnasium
+# 1.4's *_v4.py / *_v5.py: obs = qpos without the root x (Ant: x, y), then qvel (Hopper, Walker2d: clipped to
+# +-10), then for Ant-v5 the contact forces (on by default there, 78 entries), which velocity-only drops.
+VELOCITY_ONLY = {
+    "HalfCheetah-v4": (8, 16, 17), "HalfCheetah-v5": (8, 16, 17),
+    "Hopper-v4": (5, 10, 11), "Hopper-v5": (5, 10, 11),
+    "Walker2d-v4": (8, 16, 17), "Walker2d-v5": (8, 16, 17),
+    "Ant-v4": (13, 26, 27), "Ant-v5": (13, 26, 105),
+}  # fmt: skip
+
+
+class VelocityOnly(gym.ObservationWrapper):
+    """Partially observable MuJoCo (the paper's "masked position information with only velocity information
+    preserved"): keeps observation entries first..last (inclusive), the joint velocities qvel, and drops the joint
+    positions. For Ant-v5, whose observation also holds 78 contact-force entries by default (105 in all),
+    velocity-only is the 14 qvel entries 13..26: the contact forces are dropped as well."""
+
+    def __init__(self, env: gym.Env, first: int, last: int, full_dim: int):
+        super().__init__(env)
+        if env.observation_space.shape != (full_dim,):
+            raise UsageError(f"--pomdp velocity: expected a {full_dim}-dim observation from "
+                             f"{env.spec.id if env.spec else env}, got {env.observation_space.shape}")  # fmt: skip
+        self.keep = slice(first, last + 1)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
+
+    def observation(self, observation):
+        return observation[self.keep]
+
+
+def make_env(env_id: str, seed: int, pomdp: str = "none", capture_video: bool = False, video_dir: str = ""):
+    """A single (non-vector) env: episode ends are handled in the main loop, no autoreset semantics."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+    except gym.error.Error as e:
+        raise UsageError(f"--env-id {env_id}: {e}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise UsageError(f"--env-id {env_id}: action space {env.action_space} is not continuous (Box)")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise UsageError(f"--env-id {env_id}: observation space {env.observation_space} is not a flat Box")
+    if pomdp == "velocity":
+        if env_id not in VELOCITY_ONLY:
+            known = ", ".join(VELOCITY_ONLY)
+            raise UsageError(f"--pomdp velocity: no velocity index set for {env_id} (known: {known})")
+        env = VelocityOnly(env, *VELOCITY_ONLY[env_id])
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, video_dir)
+    env.action_space.seed(seed)
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+class WindowLSTM(nn.Module):
+    """Summarizes a left-padded observation window (B, K, obs_dim) with an LSTM from a zero state: an LSTMCell steps
+    over the K positions and keeps (h, c) unchanged where `valid` is False. Padding precedes the episode's first
+    observation, so it leaves the zero state untouched and the result equals running the LSTM over the valid
+    observations alone: padded content can neither reach the output nor receive gradient."""
+
+    def __init__(self, obs_dim: int, hidden_size: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(obs_dim, hidden_size)
+
+    def forward(self, window, valid):
+        h = window.new_zeros(window.shape[0], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        for k in range(window.shape[1]):
+            h_next, c_next = self.cell(window[:, k], (h, c))
+            keep = valid[:, k, None]
+            h, c = torch.where(keep, h_next, h), torch.where(keep, c_next, c)
+        return h
+
+
+class LSTMQNetwork(nn.Module):
+    """Critic Q(window, a): an LSTM over the observation window; its final hidden state, concatenated with the
+    action, goes through the MLP critic's head (2 layers of 256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_size: int):
+        super().__init__()
+        self.lstm = WindowLSTM(obs_dim, hidden_size)
+        self.fc1 = nn.Linear(hidden_size + act_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, window, valid, a):
+        x = F.relu(self.fc1(torch.cat([self.lstm(window, valid), a], 1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class LSTMActor(nn.Module):
+    """Actor pi(window): an LSTM over the observation window (its own, not the critics'); its final hidden state goes
+    through the MLP actor's head (2 layers of 256), tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden_size: int):
+        super().__init__()
+        self.lstm = WindowLSTM(obs_dim, hidden_size)
+        self.fc1 = nn.Linear(hidden_size, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        x = F.relu(self.fc1(self.lstm(window, valid)))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer (self-attention + feed-forward, residuals, dropout). With
+    `last_only` only the last token is computed as a query: the actor reads nothing else, so the final layer
+    skips the other tokens' attention outputs and feed-forward passes (same result, ~1.7x less compute)."""
+
+    def __init__(self, dim_model, num_heads, dim_feedforward, dropout):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim_model)
+        self.attn = nn.MultiheadAttention(dim_model, num_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim_model)
+        self.ff = nn.Sequential(nn.Linear(dim_model, dim_feedforward), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(dim_feedforward, dim_model))  # fmt: skip
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, h, padding_mask, last_only: bool = False):
+        x = self.norm1(h)
+        q = x[:, -1:] if last_only else x
+        h = h[:, -1:] if last_only else h
+        h = h + self.dropout1(self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False)[0])
+        return h + self.dropout2(self.ff(self.norm2(h)))
+
+
+class TransformerActor(nn.Module):
+    """pi_theta: reads the last `context_len` observations of the episode (one token each: linear embedding +
+    learned positional embedding, left-padded), attends only to valid positions (padding is masked out of
+    attention), and reads the action from the last (current) token, tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim, action_low, action_high, context_len, num_layers, num_heads, dim_model,
+                 dim_feedforward, dropout):  # fmt: skip
+        super().__init__()
+        self.embed = nn.Linear(obs_dim, dim_model)
+        self.pos_embed = nn.Parameter(torch.zeros(1, context_len, dim_model))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            [EncoderLayer(dim_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(dim_model)
+        self.fc_mu = nn.Linear(dim_model, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        # window: (B, K, obs_dim), valid: (B, K) bool; the last position is always valid
+        h = self.embed(window) + self.pos_embed
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ~valid, last_only=i == len(self.layers) - 1)
+        h = self.norm(h[:, -1])
+        return torch.tanh(self.fc_mu(h)) * self.action_scale + self.action_bias
+
+
+def make_transformer(obs_dim, action_low, action_high, args: Args) -> TransformerActor:
+    return TransformerActor(obs_dim, action_low, action_high, args.context_len, args.num_layers, args.num_heads,
+                            args.dim_model, args.dim_feedforward, args.dropout)  # fmt: skip
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta' (Algorithm 1 lines 17-18, Algorithm 2/3 line 5)."""
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Episode windows and buffers
+class EpisodeWindow:
+    """The last `length` observations of the current episode, left-padded; never crosses an episode. One window of
+    max(--history-len, --context-len) serves both networks: `last(k)` is the window each one reads."""
+
+    def __init__(self, length: int, obs_dim: int):
+        self.obs = np.zeros((length, obs_dim), dtype=np.float32)
+        self.valid = np.zeros(length, dtype=bool)
+
+    def reset(self, obs) -> None:
+        self.obs[:] = 0.0
+        self.valid[:] = False
+        self.push(obs)
+
+    def push(self, obs) -> None:
+        self.obs[:-1] = self.obs[1:]
+        self.valid[:-1] = self.valid[1:]
+        self.obs[-1] = obs
+        self.valid[-1] = True
+
+    def last(self, k: int) -> "EpisodeWindow":
+        """The last k positions, as views: a left-padded window of k is the tail of a left-padded longer one."""
+        view = copy.copy(self)
+        view.obs, view.valid = self.obs[-k:], self.valid[-k:]
+        return view
+
+
+class TrajectoryBuffer:
+    """T of Algorithm 1: the accelerator's most recent (window, valid, action) samples, a ring of fixed capacity
+    (fresh data only: the oldest sample leaves as a new one arrives; `clear` empties it). Windows are
+    max(--history-len, --context-len) long; the LSTMs read the last --history-len, the transformer the last
+    --context-len."""
+
+    def __init__(self, capacity: int, length: int, obs_dim: int, act_dim: int):
+        self.capacity = capacity
+        self.windows = np.zeros((capacity, length, obs_dim), dtype=np.float32)
+        self.valids = np.zeros((capacity, length), dtype=bool)
+        self.actions = np.zeros((capacity, act_dim), dtype=np.float32)
+        self.ptr, self.count = 0, 0
+
+    def add(self, window: np.ndarray, valid: np.ndarray, action: np.ndarray) -> None:
+        self.windows[self.ptr], self.valids[self.ptr], self.actions[self.ptr] = window, valid, action
+        self.ptr = (self.ptr + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def clear(self) -> None:
+        self.ptr, self.count = 0, 0
+
+    def sample(self, batch_size: int, device):
+        idx = np.random.randint(0, self.count, size=batch_size)
+        return tuple(torch.as_tensor(x[idx], device=device) for x in (self.windows, self.valids, self.actions))
+
+
+class ReplayBuffer:
+    """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
+    history and context windows of s and s' for any sampled transition without storing windows."""
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, device
+        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((size, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.terminations = np.zeros(size, dtype=np.float32)
+        self.episode_step = np.zeros(size, dtype=np.int64)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx: np.ndarray, length: int):
+        """Windows of s and s' for transitions idx: a position is valid if it lies in the same episode and has
+        not been overwritten. The window of s' is that of s shifted by one, ending in s' (the true final
+        observation at a time-limit truncation or termination)."""
+        offsets = np.arange(length - 1, -1, -1)  # position j holds the obs `offsets[j]` steps back
+        src = (idx[:, None] - offsets[None, :]) % self.size
+        age = (self.ptr - 1 - idx) % self.size  # 0 for the newest entry
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
+        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
+        return window, valid, next_window, next_valid
+
+    def recent(self, n: int) -> dict:
+        """The n most recent transitions, oldest first: what the stage-2 buffer is prefilled with."""
+        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
+        return {k: getattr(self, k)[idx] for k in ("obs", "next_obs", "actions", "rewards", "terminations",
+                                                   "episode_step")}  # fmt: skip
+
+    def extend(self, data: dict) -> None:
+        """Append transitions in order (their episode-step indices keep the windows of s and s' rebuildable)."""
+        n = min(len(data["obs"]), self.size)
+        idx = (self.ptr + np.arange(n)) % self.size
+        for k, v in data.items():
+            getattr(self, k)[idx] = v[len(v) - n :]
+        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
+
+    def sample(self, batch_size: int, history_len: int, context_len: int) -> dict:
+        """A minibatch with the windows of s and s' for the LSTMs (`history`, `next_history` and their `_valid`
+        masks) and for the transformer (`context`, `next_context`, ...), both the tail of one rebuilt window."""
+        # with replacement, so stage 2 can learn from its first transition (learning starts 0)
+        idx = np.random.randint(0, self.count, size=batch_size)
+        data = dict(actions=self.actions[idx], rewards=self.rewards[idx, None],
+                    terminations=self.terminations[idx, None])  # fmt: skip
+        window, valid, next_window, next_valid = self.windows(idx, max(history_len, context_len))
+        for name, k in (("history", history_len), ("context", context_len)):
+            data[name], data[f"{name}_valid"] = window[:, -k:], valid[:, -k:]
+            data[f"next_{name}"], data[f"next_{name}_valid"] = next_window[:, -k:], next_valid[:, -k:]
+        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def check_action(action: np.ndarray, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
+def td3_update(step, data, critic_in, next_critic_in, actor_in, next_actor_in, actor, actor_target, qf1, qf2,
+               qf1_target, qf2_target, q_optimizer, actor_optimizer, args: Args,
+               train_actor: bool = True) -> dict:  # fmt: skip
+    """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer).
+    critic_in / next_critic_in are the LSTM critics' (window, valid) histories of s and s'; actor_in / next_actor_in
+    the actor's (the same histories for the LSTM accelerator, context windows for the transformer). With
+    train_actor False only the critics (and their targets) learn: the stage-2 critic warm-up."""
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(*next_critic_in, next_actions), qf2_target(*next_critic_in, next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(*critic_in, data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(*critic_in, data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if step % args.policy_frequency == 0:
+        if train_actor:
+            actor_loss = -qf1(*critic_in, actor(*actor_in)).mean()
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            soft_update(actor, actor_target, args.tau)
+            losses["losses/actor_loss"] = actor_loss.detach()
+        soft_update(qf1, qf1_target, args.tau)
+        soft_update(qf2, qf2_target, args.tau)
+    return losses
+
+
+def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_target, optimizer, qf1, actor,
+                      args: Args, device) -> dict:  # fmt: skip
+    """Algorithm 1 line 12: `bc_updates` minibatch steps on T of behavior cloning (Algorithm 2) and, with
+    --critic-ascent, ascent on the LSTM critic's Q1(history, transformer(context)) (Algorithm 3), each followed by a
+    target soft update; with --bc-clear T is then emptied. With --bc-target actor the targets are the accelerator's
+    current LSTM actor on T's (possibly noisy) histories, so a sample stays correctly labelled however long it stays
+    in T. Each network reads the tail of the same stored window it was built for."""
+    transformer.train()
+    bc_losses, ascent_qs = [], []
+    for _ in range(args.bc_updates):
+        windows, valids, targets = trajectory.sample(args.bc_batch_size or args.batch_size, device)
+        history = windows[:, -args.history_len :], valids[:, -args.history_len :]
+        context = windows[:, -args.context_len :], valids[:, -args.context_len :]
+        if args.bc_target == "actor":
+            with torch.no_grad():
+                targets = actor(*history)
+        bc_loss = F.mse_loss(transformer(*context), targets)  # Algorithm 2, lines 2-4
+        optimizer.zero_grad()
+        bc_loss.backward()
+        optimizer.step()
+        soft_update(transformer, transformer_target, args.tau)
+        bc_losses.append(bc_loss.detach())
+        if args.critic_ascent:  # Algorithm 3, lines 2-5
+            q = qf1(*history, transformer(*context)).mean()
+            optimizer.zero_grad()
+            (-q).backward()
+            optimizer.step()
+            soft_update(transformer, transformer_target, args.tau)
+            ascent_qs.append(q.detach())
+    transformer.eval()
+    if args.bc_clear:
+        trajectory.clear()
+    out = {"losses/bc_loss": torch.stack(bc_losses).mean()}
+    if ascent_qs:
+        out["losses/critic_ascent_q"] = torch.stack(ascent_qs).mean()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Acting and evaluation
+@torch.no_grad()
+def transformer_act(transformer, window: EpisodeWindow, device) -> np.ndarray:
+    w = torch.as_tensor(window.obs[None], device=device)
+    v = torch.as_tensor(window.valid[None], device=device)
+    return transformer(w, v)[0].cpu().numpy()
+
+
+@torch.no_grad()
+def lstm_act(actor, window: EpisodeWindow, device) -> np.ndarray:
+    w = torch.as_tensor(window.obs[None], device=device)
+    v = torch.as_tensor(window.valid[None], device=device)
+    return actor(w, v)[0].cpu().numpy()
+
+
+def act(stage: int, global_step: int, window: EpisodeWindow, actor, transformer, action_space, args: Args,
+        device) -> np.ndarray:  # fmt: skip
+    """Algorithm 1 line 5 / Algorithm 4 line 3: the acting policy (the LSTM accelerator on its history in stage 1,
+    the transformer on its context in stage 2) plus Gaussian exploration noise; uniform random during stage 1's
+    warm-up."""
+    if stage == 1 and global_step < args.learning_starts:
+        return action_space.sample()
+    low, high = action_space.low, action_space.high
+    if stage == 1:
+        action = lstm_act(actor, window.last(args.history_len), device)
+    else:
+        action = transformer_act(transformer, window.last(args.context_len), device)
+    return np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+
+
+def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device) -> None:
+    """Algorithm 1 line 7: store (window of s, a) in T. With --bc-state-noise (section 3.1), store the noisy window
+    (padding stays zero) and the accelerator's action on its noisy history."""
+    if args.bc_state_noise > 0:
+        noisy = copy.copy(window)
+        noisy.obs = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
+        noisy.obs = noisy.obs.astype(np.float32)
+        trajectory.add(noisy.obs, noisy.valid, lstm_act(actor, noisy.last(args.history_len), device))
+    else:
+        trajectory.add(window.obs, window.valid, action)
+
+
+def evaluate(env, act, episodes: int, seed: int, length: int, step: int,
+             trajectory: TrajectoryBuffer | None = None):  # fmt: skip
+    """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action, on an episode window of
+    `length` (each policy reads its own tail of it). With `trajectory`, each (window, action) is stored in T
+    (--bc-source eval)."""
+    window = EpisodeWindow(length, env.observation_space.shape[0])
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        window.reset(obs)
+        done, ep_return = False, 0.0
+        while not done:
+            action = act(window)
+            check_action(action, "evaluated policy", step)
+            if trajectory is not None:
+                trajectory.add(window.obs, window.valid, action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            ep_return += float(reward)
+            done = terminated or truncated
+            window.push(obs)
+        returns.append(ep_return)
+    return float(np.mean(returns))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
+    """Load a stage-1 checkpoint and check it fits this run (env, observations, LSTM and transformer shapes)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--accelerated-checkpoint {path}: not a readable checkpoint ({type(e).__name__})") from None
+    # td3_accel_mujoco.py's checkpoints have MLP critics (no --history-len): not interchangeable with these
+    if not isinstance(ckpt, dict) or "transformer" not in ckpt or "history_len" not in ckpt.get("args", {}):
+        raise UsageError(f"--accelerated-checkpoint {path}: not a checkpoint written by td3_accel_lstm_pomdp.py")
+    if ckpt.get("stage") != 1:
+        raise UsageError(f"--accelerated-checkpoint {path} was written after stage {ckpt.get('stage')}; "
+                         "give the accelerated.pt written at the end of stage 1")  # fmt: skip
+    if ckpt["args"]["env_id"] != args.env_id:
+        raise UsageError(f"--accelerated-checkpoint {path} was made for {ckpt['args']['env_id']}, not {args.env_id}")
+    for name in CHECKPOINT_FIELDS:
+        if ckpt["args"][name] != getattr(args, name):
+            raise UsageError(f"--accelerated-checkpoint {path} has --{name.replace('_', '-')} "
+                             f"{ckpt['args'][name]}, this run asks for {getattr(args, name)}")  # fmt: skip
+    if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
+        raise UsageError(f"--accelerated-checkpoint {path}: obs/action dims {ckpt['obs_dim']}/{ckpt['act_dim']} "
+                         f"do not match the env's {obs_dim}/{act_dim}")  # fmt: skip
+    return ckpt
+
+
+def duration(seconds: float) -> str:
+    """12s, 7m05s, 3h12m"""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def versions() -> dict:
+    import mujoco
+
+    return {"torch": torch.__version__, "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(args: Args, on_step=None) -> None:
+    """Both stages. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests inspect buffers, windows and networks of the real loop through it)."""
+    validate_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+        run_name += "_"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads)
+
+    if args.capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        try:
+            import moviepy  # noqa: F401 - RecordVideo needs it
+        except ImportError:
+            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run_name}")
+    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if args.accelerated_checkpoint else None
+    if ckpt is not None and args.prefill and ckpt.get("recent_transitions") is None:
+        raise UsageError(f"--accelerated-checkpoint {args.accelerated_checkpoint} holds no transitions to prefill "
+                         "stage 2's buffer with (written by an older version); add --no-prefill")  # fmt: skip
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            raise UsageError("--track needs wandb: pip install wandb") from None
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_path)
+    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+
+    # Algorithm 1, lines 1-3: the LSTM accelerator (actor, twin critics, targets) and the transformer
+    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
+                                        for _ in range(4))  # fmt: skip
+    transformer = make_transformer(obs_dim, low, high, args).to(device)
+    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
+        target.load_state_dict(net.state_dict())
+    transformer.eval()  # acting is dropout-free; train mode only inside updates
+    transformer_target.eval()
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
+    # one episode window long enough for both networks; each reads its own tail (history or context)
+    window_len = max(args.history_len, args.context_len)
+    trajectory = TrajectoryBuffer(args.bc_buffer_size, window_len, obs_dim, act_dim)
+
+    global_step, stage1_end = 0, args.accel_steps
+    if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
+        for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
+                          ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
+                          ("transformer_target", transformer_target)]:  # fmt: skip
+            net.load_state_dict(ckpt[name])
+        q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
+            group["lr"] = args.learning_rate
+        global_step = stage1_end = ckpt["global_step"]
+    total_steps = stage1_end + args.finetune_steps
+
+    def checkpoint(stage: int) -> dict:
+        return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,
+                "act_dim": act_dim, "versions": versions(), "actor": actor.state_dict(),
+                "actor_target": actor_target.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
+                "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
+                "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
+                "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
+                "transformer_optimizer": transformer_optimizer.state_dict(),
+                # the accelerator's latest transitions, to prefill stage 2's buffer when fine-tuning from here
+                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
+
+    stage = 1
+    print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, obs dim {obs_dim} "
+          f"(--pomdp {args.pomdp}), device {device}", flush=True)  # fmt: skip
+
+    window = EpisodeWindow(window_len, obs_dim)
+    obs, _ = env.reset(seed=args.seed)
+    window.reset(obs)
+    episode_step, episode_return, episode_count = 0, 0.0, 0
+    stage_start_step, stage_start_time = global_step, time.time()
+    last_eval, stage_losses = {}, {}
+    bar = None
+    if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
+    while global_step < total_steps:
+        if stage == 1 and global_step == stage1_end:
+            # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
+            # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+            if ckpt is None:
+                save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+            trajectory.clear()
+            last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
+            stage_losses = {}
+            recent = None
+            if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
+                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
+            stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+            if recent is not None:
+                rb.extend(recent)
+            transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+            obs, _ = env.reset()
+            window.reset(obs)
+            episode_step, episode_return = 0, 0.0
+            stage_start_step, stage_start_time = global_step, time.time()
+
+        action = act(stage, global_step, window, actor, transformer, env.action_space, args, device)
+        if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+            store_in_T(trajectory, window, action, actor, args, device)
+        check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rb.add(obs, next_obs, action, reward, terminated, episode_step)
+        global_step += 1
+        episode_step += 1
+        episode_return += float(reward)
+        if terminated or truncated:
+            writer.add_scalar("charts/episodic_return", episode_return, global_step)
+            writer.add_scalar("charts/episodic_length", episode_step, global_step)
+            episode_count += 1
+            obs, _ = env.reset()
+            window.reset(obs)
+            episode_step, episode_return = 0, 0.0
+        else:
+            obs = next_obs
+            window.push(obs)
+
+        losses = {}
+        if stage == 1 and global_step > args.learning_starts:
+            data = rb.sample(args.batch_size, args.history_len, args.context_len)
+            history, next_history = (data["history"], data["history_valid"]), (data["next_history"],
+                                                                               data["next_history_valid"])  # fmt: skip
+            losses = td3_update(global_step, data, history, next_history, history, next_history, actor, actor_target,
+                                qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
+            if global_step % args.bc_frequency == 0 and len(trajectory):
+                losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
+                                                qf1, actor, args, device))  # fmt: skip
+        elif stage == 2:
+            data = rb.sample(args.batch_size, args.history_len, args.context_len)
+            transformer.train()
+            # Algorithm 4: the LSTM critics keep reading histories, the transformer actor reads its context windows
+            losses = td3_update(global_step, data, (data["history"], data["history_valid"]),
+                                (data["next_history"], data["next_history_valid"]),
+                                (data["context"], data["context_valid"]),
+                                (data["next_context"], data["next_context_valid"]), transformer, transformer_target,
+                                qf1, qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
+                                train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
+            transformer.eval()
+        check_finite(losses, global_step)
+        stage_losses.update(losses)
+        if bar is not None:
+            bar.update(1)
+
+        stage_end = global_step in (stage1_end, total_steps)
+        if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
+            for name, value in (stage_losses if stage_end else losses).items():
+                writer.add_scalar(name, value.item(), global_step)
+            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/stage", stage, global_step)
+        # also at the end of each stage, so both stages end with a measured return
+        if global_step % args.eval_frequency == 0 or stage_end:
+            seed = args.seed + 10_000 + global_step
+            if stage == 1:
+                # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
+                accel_policy = lambda w: lstm_act(actor, w.last(args.history_len), device)
+                last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, window_len,
+                                                    global_step, fill)  # fmt: skip
+                writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
+            transformer_policy = lambda w: transformer_act(transformer, w.last(args.context_len), device)
+            last_eval["transformer"] = evaluate(eval_env, transformer_policy, args.eval_episodes, seed, window_len,
+                                                global_step)  # fmt: skip
+            writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
+            sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
+            evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
+            eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+            line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+            if bar is None:
+                print(line, flush=True)
+            else:
+                bar.write(line)
+                bar.set_postfix_str(f"stage {stage} {evals}")
+        if on_step is not None:
+            on_step(locals())
+
+    if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
+        save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+    else:
+        save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+    if bar is not None:
+        bar.close()
+    print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
+    env.close()
+    eval_env.close()
+    writer.close()
+
+
+def cli() -> int:
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, checkpoints already written are intact",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
