@@ -1,0 +1,195 @@
+"""The hand-written LSTM of baselines/td3_lstm_mujoco.py (WindowLSTM._Function, and td3_update's frozen critic
+in the actor loss) against the plain version it replaced, kept here as the reference: an nn.LSTMCell stepped by
+autograd, and the update as it was. Same outputs and gradients to float32 rounding, padding cannot leak, old
+state_dicts load. benchmarks/bench_lstm_update.py imports the reference from here to time it."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("td3_lstm_mujoco_eq", ROOT / "baselines" / "td3_lstm_mujoco.py")
+m = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(m)
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plain version (the reference)
+class PlainWindowLSTM(nn.Module):
+    def __init__(self, obs_dim: int, hidden_size: int):
+        super().__init__()
+        self.cell = nn.LSTMCell(obs_dim, hidden_size)
+
+    def forward(self, window, valid):
+        h = window.new_zeros(window.shape[0], self.cell.hidden_size)
+        c = torch.zeros_like(h)
+        for k in range(window.shape[1]):
+            h_next, c_next = self.cell(window[:, k], (h, c))
+            keep = valid[:, k, None]
+            h, c = torch.where(keep, h_next, h), torch.where(keep, c_next, c)
+        return h
+
+
+def plain(net: nn.Module) -> nn.Module:
+    """The same network, same parameters, with the plain LSTM."""
+    lstm = PlainWindowLSTM(net.lstm.cell.input_size, net.lstm.cell.hidden_size)
+    lstm.load_state_dict(net.lstm.state_dict())
+    net.lstm = lstm
+    return net
+
+
+def plain_td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                     actor_optimizer, args) -> dict:  # fmt: skip
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(data["next_window"], data["next_valid"]) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_in = (data["next_window"], data["next_valid"], next_actions)
+        next_q = torch.min(qf1_target(*next_in), qf2_target(*next_in))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(data["window"], data["valid"], data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(data["window"], data["valid"], data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if step % args.policy_frequency == 0:
+        actor_loss = -qf1(data["window"], data["valid"], actor(data["window"], data["valid"])).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+            m.soft_update(net, target, args.tau)
+        losses["losses/actor_loss"] = actor_loss.detach()
+    return losses
+
+
+def make_nets(version: str, obs_dim: int, act_dim: int, hidden: int, lr: float = 3e-4, seed: int = 0):
+    """Actor, target, twin critics and targets, and their optimizers, as td3_update takes them."""
+    torch.manual_seed(seed)
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+    nets = [m.LSTMActor(obs_dim, low, high, hidden) for _ in range(2)]
+    nets += [m.LSTMQNetwork(obs_dim, act_dim, hidden) for _ in range(4)]
+    if version == "plain":
+        nets = [plain(n) for n in nets]
+    actor, actor_t, q1, q2, q1_t, q2_t = nets
+    q_opt = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=lr)
+    a_opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    return actor, actor_t, q1, q2, q1_t, q2_t, q_opt, a_opt
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def random_windows(batch, steps, obs_dim, seed=0):
+    """Windows with random left padding (every padding length 0..K-1 occurs), padded content nonzero garbage."""
+    g = torch.Generator().manual_seed(seed)
+    first = torch.arange(batch) % steps  # first valid position
+    valid = torch.arange(steps)[None] >= first[:, None]
+    return torch.randn(batch, steps, obs_dim, generator=g), valid
+
+
+def pair(obs_dim, hidden, seed=0):
+    torch.manual_seed(seed)
+    new = m.WindowLSTM(obs_dim, hidden)
+    ref = PlainWindowLSTM(obs_dim, hidden)
+    ref.load_state_dict(new.state_dict())  # the same parameter names and shapes
+    return new, ref
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5])
+def test_window_lstm_equals_plain_outputs_and_gradients(steps):
+    new, ref = pair(obs_dim=7, hidden=16, seed=steps)
+    window, valid = random_windows(64, steps, 7, seed=steps)
+    grad_out = torch.randn(64, 16)
+    results = []
+    for net in (new, ref):
+        x = window.clone().requires_grad_(True)
+        out = net(x, valid)
+        grads = torch.autograd.grad(out, [x, *net.parameters()], grad_out)
+        results.append((out, *grads))
+    assert results[0][0].abs().max() > 0.01  # not a trivial output
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    # every padding length gives a nonzero input gradient at valid positions only
+    assert results[0][1][valid].abs().amin(-1).gt(0).all() and results[0][1][~valid].abs().sum() == 0
+
+
+def test_window_lstm_equals_plain_at_the_baseline_sizes():
+    new, ref = pair(obs_dim=11, hidden=128)
+    window, valid = random_windows(256, 3, 11)
+    out, want = new(window, valid), ref(window, valid)
+    torch.testing.assert_close(out, want, **TOL)
+    g_new = torch.autograd.grad(out.square().sum(), list(new.parameters()))
+    g_ref = torch.autograd.grad(want.square().sum(), list(ref.parameters()))
+    for got, expected in zip(g_new, g_ref, strict=True):
+        torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_padding_cannot_leak():
+    new, _ = pair(obs_dim=5, hidden=8)
+    window, valid = random_windows(30, 4, 5)
+    garbage = window + 1000 * torch.randn_like(window) * ~valid[..., None]
+    assert not torch.equal(garbage, window)
+    torch.testing.assert_close(new(garbage, valid), new(window, valid), rtol=0, atol=0)
+    grads = [torch.autograd.grad(new(w, valid).sum(), list(new.parameters())) for w in (window, garbage)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # changing a valid entry does change the output (the checks above can fail)
+    changed = window.clone()
+    changed[valid] += 0.5
+    assert (new(changed, valid) - new(window, valid)).abs().amin(-1).gt(0).all()
+
+
+def test_state_dict_is_the_plain_ones():
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    for new, ref in [(m.LSTMActor(4, low, high, 8), plain(m.LSTMActor(4, low, high, 8))),
+                     (m.LSTMQNetwork(4, 2, 8), plain(m.LSTMQNetwork(4, 2, 8)))]:  # fmt: skip
+        want = ref.state_dict()
+        assert {k: v.shape for k, v in new.state_dict().items()} == {k: v.shape for k, v in want.items()}
+        new.load_state_dict(want)  # an old checkpoint loads, strict
+
+
+def test_td3_update_equals_plain():
+    """Four updates (critics only, then critics and actor with the target updates, twice) from the same networks,
+    data and noise: same losses, parameters and optimizer states."""
+    obs_dim, act_dim, hidden = 6, 2, 16
+    args = m.Args(lstm_hidden_size=hidden, batch_size=64)
+    np.random.seed(0)
+    rb = m.ReplayBuffer(500, obs_dim, act_dim, "cpu")
+    for i in range(500):
+        rb.add(np.random.randn(obs_dim), np.random.randn(obs_dim), np.random.uniform(-1, 1, act_dim),
+               np.random.randn(), i % 5 == 4, i % 5)  # fmt: skip
+    batches = [rb.sample(64, 3) for _ in range(4)]
+    assert not batches[0]["valid"].all()  # some windows are padded
+    runs = {}
+    for version, update in [("new", m.td3_update), ("plain", plain_td3_update)]:
+        nets = make_nets(version, obs_dim, act_dim, hidden, lr=1e-3)
+        torch.manual_seed(1)
+        losses = [update(step, batches[step - 1], *nets, args) for step in (1, 2, 3, 4)]
+        runs[version] = nets, losses
+    (new_nets, new_losses), (ref_nets, ref_losses) = runs["new"], runs["plain"]
+    assert "losses/actor_loss" in new_losses[1]
+    for got, want in zip(new_losses, ref_losses, strict=True):
+        assert got.keys() == want.keys()
+        for k in got:
+            torch.testing.assert_close(got[k], want[k], **TOL)
+    for new_net, ref_net in zip(new_nets[:6], ref_nets[:6], strict=True):
+        for (name, p), (ref_name, q) in zip(new_net.state_dict().items(), ref_net.state_dict().items(), strict=True):
+            assert name == ref_name
+            # Adam's steps are lr-sized whatever the gradient's size, so a wrong gradient moves parameters by ~1e-3;
+            # rounding can move a parameter whose gradient is near 0 by more than float32 resolution
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=5e-5, msg=lambda s, name=name: f"{name}: {s}")
+    for opt, ref_opt in zip(new_nets[6:], ref_nets[6:], strict=True):
+        for s, r in zip(opt.state.values(), ref_opt.state.values(), strict=True):
+            torch.testing.assert_close(s["exp_avg_sq"], r["exp_avg_sq"], rtol=1e-3, atol=1e-9)
+    # the networks did move, and the actor's updates reached the target actor
+    init = make_nets("new", obs_dim, act_dim, hidden)
+    assert not torch.allclose(new_nets[0].fc1.weight, init[0].fc1.weight)
+    assert not torch.allclose(new_nets[1].fc1.weight, init[1].fc1.weight)
+    assert all(p.requires_grad for p in new_nets[2].parameters())  # qf1 unfrozen after the actor loss
