@@ -1,0 +1,491 @@
+"""td3_accel_lstm_pomdp.py: the LSTM accelerator's history windows and the transformer's context windows cut from the
+same stored episode steps, critic ascent on the LSTM critic, the real loop driven in-process through main(args,
+on_step), an end-to-end run on velocity-only Hopper (tags, checkpoints, fine-tuning from accelerated.pt), bad input and
+divergence. Every run is tiny (a few hundred steps, LSTM hidden size 8, small transformer)."""
+
+import copy
+import dataclasses
+import glob
+import hashlib
+import inspect
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel_helpers import load_events, run_cli, run_dirs, scalars, single_run_dir  # noqa: E402
+
+import td3_accel_lstm_pomdp as m  # noqa: E402
+import td3_accel_mujoco as accel_mujoco  # noqa: E402
+from baselines import td3_lstm_mujoco as baseline  # noqa: E402
+
+ENV_ID = "Hopper-v4"  # falls within a few random steps: many episode boundaries
+TINY = ["--batch-size", "32", "--buffer-size", "64", "--accel-buffer-size", "1000", "--dim-model", "32",
+        "--dim-feedforward", "64", "--lstm-hidden-size", "8", "--eval-episodes", "1", "--num-threads", "1"]  # fmt: skip
+ACCEL_STEPS, FINETUNE_STEPS = 400, 60
+FULL_RUN = ["--env-id", ENV_ID, "--accel-steps", ACCEL_STEPS, "--learning-starts", 200, "--finetune-steps",
+            FINETUNE_STEPS, "--bc-frequency", 8, "--eval-frequency", 200, "--log-frequency", 50, "--critic-ascent",
+            "--history-len", 2, "--context-len", 4, *TINY]  # fmt: skip
+LINE = re.compile(r"^td3_accel_lstm_pomdp\.py: error: .+$")
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_state():
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def checked(proc, rc=0):
+    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def load(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_defaults_and_shared_code():
+    args, mujoco_args = m.Args(), accel_mujoco.Args()
+    assert (args.pomdp, args.history_len, args.lstm_hidden_size) == ("velocity", args.context_len, 128)
+    assert (args.context_len, args.lstm_hidden_size) == (3, baseline.Args().lstm_hidden_size)
+    # every flag of td3_accel_mujoco.py is here, with the same default (stage-1 schedule and handover included)
+    fields = {f.name for f in dataclasses.fields(mujoco_args)}
+    assert fields <= {f.name for f in dataclasses.fields(args)}
+    for name in fields - {"exp_name"}:
+        assert getattr(args, name) == getattr(mujoco_args, name), name
+    # what is copied from the LSTM baseline stays textually identical (CleanRL style: copies, no imports). The LSTM
+    # network classes are copies too, but are being re-synced after the baseline's optimization: add them here then
+    for name in ("VelocityOnly", "make_env", "lstm_act"):
+        assert inspect.getsource(getattr(m, name)) == inspect.getsource(getattr(baseline, name)), (
+            f"{name} differs from baselines/td3_lstm_mujoco.py: re-sync the copy"
+        )
+    assert m.VELOCITY_ONLY == baseline.VELOCITY_ONLY
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# History and context windows from the same stored steps
+def code(e: int, t: int) -> np.ndarray:
+    """The observation at step t of episode e: never zero, so padding cannot pass for an observation."""
+    return np.array([e + 1, t + 1], dtype=np.float32)
+
+
+def expected(log: list, j: int, length: int, first: int):
+    """The left-padded windows of s and s' for stored transition j (log[j] = (episode, step)), counted by hand: a
+    position is valid while it stays in j's episode and at or after `first`, the oldest transition still held."""
+    e, t = log[j]
+    w, v = np.zeros((length, 2), dtype=np.float32), np.zeros(length, dtype=bool)
+    for back in range(length):
+        if t - back >= 0 and j - back >= first:
+            w[length - 1 - back], v[length - 1 - back] = code(e, t - back), True
+    nw = np.concatenate([w[1:], code(e, t + 1)[None]])
+    nv = np.concatenate([v[1:], [True]])
+    return w, v, nw, nv
+
+
+def store(rb, log: list, e: int, n: int, terminated: bool) -> None:
+    for t in range(n):
+        rb.add(code(e, t), code(e, t + 1), np.zeros(1), 0.0, terminated and t == n - 1, t)
+        log.append((e, t))
+
+
+def check_sampled(rb, log, first, history_len, context_len):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    data = {k: v.numpy() for k, v in rb.sample(200, history_len, context_len).items()}
+    where = {tuple(code(*et)): j for j, et in enumerate(log)}
+    seen = set()
+    for i in range(200):
+        j = where[tuple(data["context"][i, -1])]  # s, the last context position, identifies the transition
+        seen.add(j)
+        assert j >= first, "sampled a transition the ring has overwritten"
+        for name, length in (("history", history_len), ("context", context_len)):
+            w, v, nw, nv = expected(log, j, length, first)
+            np.testing.assert_array_equal(data[name][i], w, err_msg=f"{name} of {log[j]}")
+            np.testing.assert_array_equal(data[f"{name}_valid"][i], v, err_msg=f"{name} mask of {log[j]}")
+            np.testing.assert_array_equal(data[f"next_{name}"][i], nw, err_msg=f"next {name} of {log[j]}")
+            np.testing.assert_array_equal(data[f"next_{name}_valid"][i], nv, err_msg=f"next {name} mask")
+    assert len(seen) == len(log) - first  # every held transition was checked
+
+
+@pytest.mark.parametrize("history_len, context_len", [(3, 3), (2, 4), (4, 2)])
+def test_replay_buffer_rebuilds_history_and_context_windows_at_episode_boundaries(history_len, context_len):
+    rb, log = m.ReplayBuffer(10, 2, 1, "cpu"), []
+    store(rb, log, 0, 3, terminated=True)
+    store(rb, log, 1, 5, terminated=False)  # a time-limit truncation: the next episode starts over
+    store(rb, log, 2, 4, terminated=False)  # 12 stored in a ring of 10: the first two overwritten
+    assert rb.count == 10
+    check_sampled(rb, log, 2, history_len, context_len)
+    # the stage-2 buffer prefilled with the 6 latest, then a new episode; a ring of 8 overwrites the oldest again
+    rb2 = m.ReplayBuffer(8, 2, 1, "cpu")
+    rb2.extend(rb.recent(6))
+    log2 = log[-6:]
+    store(rb2, log2, 3, 3, terminated=False)
+    check_sampled(rb2, log2, 1, history_len, context_len)
+
+
+def test_episode_window_tails_follow_pushes_and_resets():
+    window = m.EpisodeWindow(4, 2)
+    history, context = window.last(2), window.last(3)
+    window.reset(code(0, 0))
+    for t in range(1, 5):
+        window.push(code(0, t))
+    np.testing.assert_array_equal(history.obs, [code(0, 3), code(0, 4)])
+    np.testing.assert_array_equal(context.obs, [code(0, 2), code(0, 3), code(0, 4)])
+    window.reset(code(1, 0))  # a new episode: nothing of the old one is left in either tail
+    np.testing.assert_array_equal(context.obs, [[0, 0], [0, 0], code(1, 0)])
+    np.testing.assert_array_equal(context.valid, [False, False, True])
+    np.testing.assert_array_equal(history.valid, [False, True])
+
+
+class Spy(nn.Module):
+    """Records the (window, valid) it is called with, then runs the wrapped network."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, window, valid, *rest):
+        self.calls.append((window.detach().clone(), valid.clone()))
+        return self.net(window, valid, *rest)
+
+
+def setup(history_len, context_len, **kw):
+    torch.manual_seed(0)
+    args = m.Args(history_len=history_len, context_len=context_len, dim_model=32, dim_feedforward=64,
+                  lstm_hidden_size=8, batch_size=16, bc_buffer_size=64, dropout=0.0, **kw)  # fmt: skip
+    low, high = -np.ones(2, dtype=np.float32), np.ones(2, dtype=np.float32)
+    transformer = m.make_transformer(3, low, high, args)
+    actor, qf1 = m.LSTMActor(3, low, high, 8), m.LSTMQNetwork(3, 2, 8)
+    opt = torch.optim.Adam(transformer.parameters(), lr=1e-3)
+    return args, transformer, copy.deepcopy(transformer), opt, qf1, actor
+
+
+def fill_T(args, n=64, seed=0):
+    """T with windows of max(history, context) from episodes at different steps (so with padding)."""
+    rng = np.random.default_rng(seed)
+    length = max(args.history_len, args.context_len)
+    T = m.TrajectoryBuffer(args.bc_buffer_size, length, 3, 2)
+    for i in range(n):
+        window = m.EpisodeWindow(length, 3)
+        window.reset(rng.normal(size=3) + i)
+        for _ in range(i % (length + 1)):
+            window.push(rng.normal(size=3))
+        T.add(window.obs, window.valid, rng.uniform(-1, 1, size=2))
+    return T
+
+
+@pytest.mark.parametrize("history_len, context_len", [(2, 4), (4, 2)])
+def test_each_network_reads_its_own_tail_of_the_same_stored_window(history_len, context_len):
+    args, transformer, target, opt, qf1, actor = setup(history_len, context_len, critic_ascent=True)
+    T = fill_T(args)
+    transformer, actor, qf1 = Spy(transformer), Spy(actor), Spy(qf1)
+    m.train_transformer(T, transformer, copy.deepcopy(transformer), opt, qf1, actor, args, "cpu")
+    (tw, tv), (aw, av), (qw, qv) = transformer.calls[0], actor.calls[0], qf1.calls[0]
+    assert tw.shape[1] == context_len and aw.shape[1] == history_len  # BC: transformer on context, LSTM on history
+    torch.testing.assert_close(qw, aw, rtol=0, atol=0)  # ascent: the critic reads the same histories
+    torch.testing.assert_close(qv, av, rtol=0, atol=0)
+    longer, lv = (tw, tv) if context_len > history_len else (aw, av)
+    k = min(history_len, context_len)
+    torch.testing.assert_close(tw[:, -k:], aw[:, -k:], rtol=0, atol=0)  # row for row, the same stored sample
+    torch.testing.assert_close(tv[:, -k:], av[:, -k:], rtol=0, atol=0)
+    stored = {tuple(w[-1]): (w, v) for w, v in zip(T.windows, T.valids, strict=True)}
+    for w, v in zip(longer.numpy(), lv.numpy(), strict=True):
+        sw, sv = stored[tuple(w[-1])]
+        np.testing.assert_array_equal(w, sw[-len(w) :])
+        np.testing.assert_array_equal(v, sv[-len(v) :])
+    # acting: stage 1 the LSTM on the acting window's last history_len, stage 2 the transformer on its last context_len
+    window = m.EpisodeWindow(max(history_len, context_len), 3)
+    window.reset(np.ones(3))
+    window.push(2 * np.ones(3))
+    space = __import__("gymnasium").spaces.Box(-1, 1, (2,))
+    m.act(1, 10**9, window, actor, transformer, space, args, "cpu")
+    m.act(2, 10**9, window, actor, transformer, space, args, "cpu")
+    np.testing.assert_array_equal(actor.calls[-1][0][0].numpy(), window.obs[-history_len:])
+    np.testing.assert_array_equal(transformer.calls[-1][0][0].numpy(), window.obs[-context_len:])
+
+
+def test_critic_ascent_on_the_lstm_critic_raises_q1():
+    results = {}
+    for ascent in (False, True):
+        args, transformer, target, opt, qf1, actor = setup(2, 3, critic_ascent=ascent, bc_target="behavior")
+        T = fill_T(args)
+        history = torch.as_tensor(T.windows[:, -2:]), torch.as_tensor(T.valids[:, -2:])
+        context = torch.as_tensor(T.windows[:, -3:]), torch.as_tensor(T.valids[:, -3:])
+        with torch.no_grad():
+            qf1.fc3.weight.mul_(100.0)  # a critic with a clear slope in the action
+            T.actions[:] = transformer(*context).numpy()  # BC targets = own actions: BC alone stays put
+        with torch.no_grad():
+            q0 = float(qf1(*history, transformer(*context)).mean())
+        before = copy.deepcopy(qf1.state_dict())
+        for _ in range(10):
+            out = m.train_transformer(T, transformer, target, opt, qf1, actor, args, "cpu")
+            assert ("losses/critic_ascent_q" in out) == ascent
+        for k, v in qf1.state_dict().items():  # the critic is only read, never stepped
+            assert torch.equal(v, before[k])
+        with torch.no_grad():
+            results[ascent] = (q0, float(qf1(*history, transformer(*context)).mean()))
+    assert results[False][1] == pytest.approx(results[False][0], abs=1e-3)
+    assert results[True][1] > results[True][0] + 1.0, f"critic ascent did not raise Q1: {results[True]}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real loop, in-process
+H, K, LOOP_ACCEL, LOOP_STARTS, LOOP_FINETUNE = 2, 3, 300, 150, 60  # LOOP_ACCEL even: no soft update at its +1
+
+
+class Recorder:
+    """Checks every step against the test's own account of the episode (not main()'s)."""
+
+    def __init__(self):
+        self.episode, self.prev, self.snap, self.t_len = [], None, {}, {}
+        self.events = {"ends": 0, "stage2": 0}
+        self.lengths = {}  # network name -> window lengths it was called with, over the whole run
+
+    def watch(self, L):
+        """Record the window length of every call of every network (forward pre-hooks, in both stages)."""
+        for name in ("actor", "actor_target", "qf1", "qf2", "qf1_target", "qf2_target", "transformer",
+                     "transformer_target"):  # fmt: skip
+            self.lengths[name] = set()
+            L[name].register_forward_pre_hook(lambda mod, inp, n=name: self.lengths[n].add(inp[0].shape[1]))
+
+    def __call__(self, L):
+        g, stage, rb, args, T = L["global_step"], L["stage"], L["rb"], L["args"], L["trajectory"]
+        if self.prev is None:
+            self.watch(L)
+        i = (rb.ptr - 1) % rb.size
+        new_stage = self.prev is not None and stage != self.prev["stage"]
+        if self.prev is None or new_stage or self.prev["done"]:
+            self.episode = [rb.obs[i].copy()]
+        assert rb.episode_step[i] == len(self.episode) - 1, f"step {g}: stored episode step"
+        # the windows of the newest transition never reach into another episode (nor the prefilled data)
+        w, v, _, _ = rb.windows(np.array([i]), K)
+        assert v[0].sum() == min(len(self.episode), K), f"step {g}: window crosses an episode"
+        np.testing.assert_array_equal(w[0][v[0]], np.array(self.episode[-K:]))
+        # T: nothing from the random warm-up; each sample is the window acted on with the executed action
+        self.t_len[g] = len(T)
+        if stage == 1 and g > args.learning_starts:
+            j = (T.ptr - 1) % T.capacity
+            np.testing.assert_array_equal(T.windows[j], self.prev["window"], err_msg=f"step {g}: T's window")
+            np.testing.assert_array_equal(T.actions[j], np.float32(L["action"]))
+        done = L["terminated"] or L["truncated"]
+        self.events["ends"] += bool(done)
+        if done:
+            self.episode = [np.float32(L["obs"])]
+        else:
+            self.episode.append(rb.next_obs[i].copy())
+        last = self.episode[-K:]
+        np.testing.assert_array_equal(L["window"].obs[K - len(last) :], last, err_msg=f"step {g}: acting window")
+        assert L["window"].valid.sum() == len(last)
+        if stage == 2:
+            self.events["stage2"] += 1
+            assert rb is not self.snap["stage1_rb"] and rb.size == args.buffer_size
+            assert rb.count == min(len(self.snap["recent"]["obs"]) + g - args.accel_steps, args.buffer_size)
+            if g == args.accel_steps + 1:  # prefilled with the accelerator's latest transitions, then its own
+                held = rb.recent(args.buffer_size)
+                for k, val in self.snap["recent"].items():
+                    np.testing.assert_array_equal(held[k][:-1], val[len(val) - (len(held[k]) - 1) :], k)
+                for name, state in self.snap["end"].items():
+                    assert L[name] is self.snap["objects"][name], f"{name} replaced at the handover"
+                    assert isinstance(L[name], m.LSTMQNetwork) or name.startswith("transformer")
+                    if name not in ("qf1", "qf2"):  # the critics took one TD step already; targets not yet
+                        for k, val in L[name].state_dict().items():
+                            assert torch.equal(val, state[k]), f"{name}.{k} is not the stage-1 weight"
+        else:
+            self.snap["stage1_rb"] = rb
+        if g == args.accel_steps:
+            self.snap["recent"] = rb.recent(args.buffer_size)
+            names = ("qf1", "qf2", "qf1_target", "qf2_target", "transformer", "transformer_target")
+            self.snap["end"] = {n: copy.deepcopy(L[n].state_dict()) for n in names}
+            self.snap["objects"] = {n: L[n] for n in names}
+        self.prev = {"stage": stage, "done": done, "window": L["window"].obs.copy()}
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory):
+    rec = Recorder()
+    args = dataclasses.replace(
+        m.Args(), env_id=ENV_ID, accel_steps=LOOP_ACCEL, learning_starts=LOOP_STARTS, finetune_steps=LOOP_FINETUNE,
+        eval_frequency=10**6, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000, dim_model=32,
+        dim_feedforward=64, lstm_hidden_size=8, num_threads=1, bc_frequency=4, bc_target="behavior", history_len=H,
+        context_len=K, run_dir=str(tmp_path_factory.mktemp("loop")),
+    )  # fmt: skip
+    m.main(args, on_step=rec)
+    return args, rec
+
+
+def test_loop_windows_T_handover_and_prefill(loop_run):
+    args, rec = loop_run  # the Recorder asserted every step; here: the run crossed what it should
+    assert rec.events["ends"] >= 10 and rec.events["stage2"] == LOOP_FINETUNE
+    # the LSTMs (the critics in both stages too) only ever read histories, the transformer only its contexts
+    assert rec.lengths == {"actor": {H}, "actor_target": {H}, "qf1": {H}, "qf2": {H}, "qf1_target": {H},
+                           "qf2_target": {H}, "transformer": {K}, "transformer_target": {K}}  # fmt: skip
+    for g, n in rec.t_len.items():  # T is empty through the warm-up, then one sample per acting step
+        want = 0 if g <= args.learning_starts or g > args.accel_steps else g - args.learning_starts
+        assert n == want, f"step {g}: T holds {n}, expected {want}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end, through cli()
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("full_run")
+    proc = checked(run_cli(m, [*FULL_RUN, "--run-dir", run_dir], cwd=run_dir))
+    path = single_run_dir(run_dir)
+    return {"proc": proc, "path": path, "events": load_events(path)}
+
+
+def test_full_run_logs_the_tags_and_progress_lines(full_run):
+    ea, total = full_run["events"], ACCEL_STEPS + FINETUNE_STEPS
+    tags = set(ea.Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/stage",
+            "eval/accelerator_return", "eval/transformer_return", "losses/qf1_loss", "losses/qf2_loss",
+            "losses/actor_loss", "losses/bc_loss", "losses/critic_ascent_q"} <= tags  # fmt: skip
+    assert [s for s, _ in scalars(ea, "eval/transformer_return")] == [200, 400, total]
+    assert [s for s, _ in scalars(ea, "eval/accelerator_return")] == [200, 400]
+    assert max(s for s, _ in scalars(ea, "losses/bc_loss")) == ACCEL_STEPS
+    lines = [ln for ln in full_run["proc"].stdout.splitlines() if ln.startswith("step=")]
+    assert len(lines) == 3 and all(re.search(r" eta=\S+ ", ln) for ln in lines), full_run["proc"].stdout
+    assert "obs dim 6 (--pomdp velocity)" in full_run["proc"].stdout
+
+
+def rebuild(ckpt: dict):
+    args = m.Args(**ckpt["args"])
+    env = m.make_env(args.env_id, args.seed + 1, args.pomdp)
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    torch.manual_seed(123)  # a fresh init, overwritten entirely by the strict load
+    transformer = m.make_transformer(ckpt["obs_dim"], low, high, args)
+    transformer.load_state_dict(ckpt["transformer"], strict=True)
+    actor = m.LSTMActor(ckpt["obs_dim"], low, high, args.lstm_hidden_size)
+    actor.load_state_dict(ckpt["actor"], strict=True)
+    return args, env, transformer.eval(), actor.eval()
+
+
+def test_checkpoints_round_trip_to_the_evaluated_actions(full_run):
+    """Re-running the script's last evaluation of each stage with reloaded networks gives the logged returns: the
+    reloaded transformer and LSTM actor act exactly as the trained ones did (on velocity-only observations)."""
+    path, ea = full_run["path"], full_run["events"]
+    accel, final = load(os.path.join(path, "accelerated.pt")), load(os.path.join(path, "final.pt"))
+    assert (accel["stage"], accel["global_step"], final["stage"], final["global_step"]) == (
+        1, ACCEL_STEPS, 2, ACCEL_STEPS + FINETUNE_STEPS)  # fmt: skip
+    assert accel["obs_dim"] == 6 and len(accel["recent_transitions"]["obs"]) == 64
+    logged_t, logged_a = dict(scalars(ea, "eval/transformer_return")), dict(scalars(ea, "eval/accelerator_return"))
+    for ckpt, step in ((accel, ACCEL_STEPS), (final, ACCEL_STEPS + FINETUNE_STEPS)):
+        args, env, transformer, actor = rebuild(ckpt)
+        run = lambda policy: m.evaluate(env, policy, 1, args.seed + 10_000 + step, 4, step)  # noqa: E731, B023
+        ret = run(lambda w: m.transformer_act(transformer, w.last(args.context_len), "cpu"))  # noqa: B023
+        assert ret == pytest.approx(logged_t[step], rel=1e-5, abs=1e-4)
+        if ckpt is accel:
+            ret = run(lambda w: m.lstm_act(actor, w.last(args.history_len), "cpu"))  # noqa: B023
+            assert ret == pytest.approx(logged_a[step], rel=1e-5, abs=1e-4)
+        env.close()
+    for name in ("qf1", "qf1_target"):  # stage 2 trained the LSTM critics further
+        assert any(not torch.equal(v, accel[name][k]) for k, v in final[name].items()), name
+        assert any(k.startswith("lstm.") for k in final[name])
+
+
+def finetune_argv(full_run, run_dir, *extra):
+    return ["--env-id", ENV_ID, "--accelerated-checkpoint", os.path.join(full_run["path"], "accelerated.pt"),
+            "--finetune-steps", 30, "--eval-frequency", 1000, "--history-len", 2, "--context-len", 4, *TINY,
+            "--run-dir", run_dir, *extra]  # fmt: skip
+
+
+def test_finetune_from_accelerated_checkpoint(full_run, tmp_path):
+    ckpt = os.path.join(full_run["path"], "accelerated.pt")
+    before = sha256(ckpt)
+    checked(run_cli(m, finetune_argv(full_run, tmp_path), cwd=tmp_path))
+    path = single_run_dir(tmp_path)
+    assert sorted(f for f in os.listdir(path) if f.endswith(".pt")) == ["final.pt"]
+    assert sha256(ckpt) == before
+    assert load(os.path.join(path, "final.pt"))["global_step"] == ACCEL_STEPS + 30
+    stages = scalars(load_events(path), "charts/stage")
+    assert stages and all(v == 2 and s > ACCEL_STEPS for s, v in stages)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: exit code 2, one line, no run directory
+BAD_INPUT = {
+    "unknown env": (["--env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    "no velocity index set": (["--env-id", "Pendulum-v1"], "--pomdp velocity: no velocity index set for Pendulum-v1"),
+    "history 0": (["--history-len", 0], "--history-len must be positive"),
+    "lstm hidden 0": (["--lstm-hidden-size", 0], "--lstm-hidden-size must be positive"),
+    "buffer < batch": (["--buffer-size", 16], "--buffer-size (16)"),
+    "huge learning rate": (["--learning-rate", 1e38], "--learning-rate must be finite and at most"),
+    "missing checkpoint": (["--accelerated-checkpoint", "/nonexistent/accelerated.pt"], "no such file"),
+    "checkpoint of another observation": (
+        ["--pomdp", "none", "--accelerated-checkpoint", "CKPT"],
+        "has --pomdp velocity, this run asks for none",
+    ),  # fmt: skip
+    "checkpoint of another history": (
+        ["--history-len", 3, "--accelerated-checkpoint", "CKPT"],
+        "has --history-len 2, this run asks for 3",
+    ),  # fmt: skip
+    "checkpoint of an MLP accelerator": (["--accelerated-checkpoint", "MLP"], "not a checkpoint written by"),
+    "final.pt as a stage-1 checkpoint": (["--accelerated-checkpoint", "FINAL"], "was written after stage 2"),
+    "garbage checkpoint": (["--accelerated-checkpoint", "GARBAGE"], "not a readable checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line(full_run, tmp_path, case):
+    argv, fragment = BAD_INPUT[case]
+    files = {"CKPT": os.path.join(full_run["path"], "accelerated.pt"),
+             "FINAL": os.path.join(full_run["path"], "final.pt"), "MLP": str(tmp_path / "mlp.pt"),
+             "GARBAGE": str(tmp_path / "garbage.pt")}  # fmt: skip
+    (tmp_path / "garbage.pt").write_bytes(b"\x00 not a checkpoint \xff" * 50)
+    mlp = load(files["CKPT"])  # what td3_accel_mujoco.py writes: no LSTM fields in its args
+    mlp["args"] = {k: v for k, v in mlp["args"].items() if k not in ("history_len", "lstm_hidden_size", "pomdp")}
+    torch.save(mlp, files["MLP"])
+    argv = [files.get(a, a) if isinstance(a, str) else a for a in argv]
+    run_dir = tmp_path / "runs"
+    base = ["--env-id", ENV_ID, "--history-len", 2, "--context-len", 4, "--accel-steps", 50, "--finetune-steps", 10]
+    proc = run_cli(m, [*base, *TINY, "--run-dir", run_dir, *argv], cwd=tmp_path)
+    assert proc.returncode == 2, f"{case}: exit code {proc.returncode}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and LINE.match(lines[0]), f"{case}: expected one error line, got:\n{proc.stderr}"
+    assert fragment in lines[0], lines[0]
+    assert run_dirs(run_dir) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Divergence: exit code 1 naming the loss and the step, checkpoints intact
+DIVERGED = re.compile(r"^td3_accel_lstm_pomdp\.py: diverged: (losses/\w+) is (nan|inf|-inf) at global step (\d+)")
+
+
+def test_divergence_in_stage_1_names_loss_and_step(tmp_path):
+    argv = ["--env-id", ENV_ID, "--accel-steps", 300, "--learning-starts", 200, "--finetune-steps", 10,
+            "--eval-frequency", 1000, "--learning-rate", 1e30, *TINY, "--run-dir", tmp_path / "runs"]  # fmt: skip
+    proc = run_cli(m, argv, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    match = DIVERGED.match(proc.stderr.strip().splitlines()[-1])
+    assert match and match.group(1) in ("losses/qf1_loss", "losses/qf2_loss"), proc.stderr
+    assert 200 < int(match.group(3)) <= 210
+    assert glob.glob(str(tmp_path / "runs" / "*" / "*.pt*")) == []
+
+
+def test_divergence_while_finetuning_keeps_the_checkpoint_intact(full_run, tmp_path):
+    ckpt = os.path.join(full_run["path"], "accelerated.pt")
+    before = (sha256(ckpt), os.stat(ckpt).st_mtime_ns)
+    proc = run_cli(m, finetune_argv(full_run, tmp_path / "runs", "--learning-rate", 1e30, "--finetune-steps", 200),
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    own = [ln for ln in proc.stderr.splitlines() if ln.startswith("td3_accel_lstm_pomdp.py:")]
+    assert len(own) == 1 and re.search(r"diverged: .* at global step (\d+)", own[0]), proc.stderr
+    assert ACCEL_STEPS < int(re.search(r"global step (\d+)", own[0]).group(1)) <= ACCEL_STEPS + 200
+    assert (sha256(ckpt), os.stat(ckpt).st_mtime_ns) == before
+    assert glob.glob(str(tmp_path / "runs" / "**" / "*.pt*"), recursive=True) == []
+    assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")  # no NaN action reached the simulator
