@@ -218,6 +218,23 @@ def test_each_network_reads_its_own_tail_of_the_same_stored_window(history_len, 
     np.testing.assert_array_equal(transformer.calls[-1][0][0].numpy(), window.obs[-context_len:])
 
 
+def test_bc_state_noise_labels_the_noisy_window_with_the_lstm_on_its_history():
+    args, transformer, target, opt, qf1, actor = setup(2, 4, bc_state_noise=0.5)
+    T, window = m.TrajectoryBuffer(8, 4, 3, 2), m.EpisodeWindow(4, 3)
+    window.reset(np.ones(3))
+    window.push(2 * np.ones(3))
+    window.push(3 * np.ones(3))
+    clean = window.obs.copy()
+    m.store_in_T(T, window, np.zeros(2), actor, args, "cpu")
+    np.testing.assert_array_equal(window.obs, clean)  # the acting window itself stays clean
+    stored, valid = T.windows[0], T.valids[0]
+    np.testing.assert_array_equal(valid, window.valid)
+    assert np.all(stored[~valid] == 0) and np.all((stored - clean)[valid] != 0)  # padding stays zero
+    with torch.no_grad():
+        label = actor(torch.as_tensor(stored[None, -2:]), torch.as_tensor(valid[None, -2:]))[0].numpy()
+    np.testing.assert_allclose(T.actions[0], label, rtol=1e-6, atol=1e-7)
+
+
 def test_critic_ascent_on_the_lstm_critic_raises_q1():
     results = {}
     for ascent in (False, True):
