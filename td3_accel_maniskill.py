@@ -1,0 +1,963 @@
+# Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on ManiSkill3 manipulation
+# (PushCube, PullCube, PickCube) with parallel environments. Stage 1 (Algorithm 1): an MLP TD3 accelerator learns
+# online and trains a transformer actor from a trajectory buffer T by behavior cloning (Algorithm 2) and, optionally,
+# critic ascent (Algorithm 3). Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the
+# accelerator's critics, with a fresh, small replay buffer. CleanRL-style: everything the method needs is in this file.
+#
+# Steps are environment steps summed over the parallel envs (as in ManiSkill's baselines): one step of 50 envs is 50
+# steps. Every env has its own context window and its own column in the replay buffer, so windows never mix envs or
+# cross an episode boundary, also under auto-reset. Two simulators, same loop and same logs:
+#   gpu: ManiSkill's GPU-parallel envs in this process; observations, actions and buffers stay on the GPU (UNTESTED:
+#        written against ManiSkill 3.0.1's ManiSkillVectorEnv, never run, no GPU where this was written)
+#   cpu: one ManiSkill CPU env per process (CPUGymWrapper) in gymnasium's AsyncVectorEnv, same-step auto-reset
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+# Architecture fields a stage-1 checkpoint must share with the run that fine-tunes it.
+TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward")
+VULKAN_HINT = (
+    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
+    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
+)
+
+
+@dataclass
+class Args:
+    """Transformer acceleration on ManiSkill3: stage 1 (MLP TD3 accelerator, transformer trained from it), then
+    stage 2 (transformer fine-tuned with TD3), with parallel envs. Steps count env steps summed over all envs.
+    The paper's algorithms as printed, where our defaults differ: --bc-frequency 1000 --bc-updates 40
+    --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --no-prefill"""
+
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
+    and on CUDA the cuBLAS workspace setting they need)"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)"""
+    num_threads: int = 2
+    """CPU threads for torch when no GPU is used; use 1 per run when running several runs at once"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "transformer-acceleration"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    run_dir: str = "runs"
+    """where run directories (TensorBoard events, checkpoints) are created"""
+
+    # Environment and stage lengths
+    env_id: str = "PushCube-v1"
+    """the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)"""
+    num_envs: int = 50
+    """parallel training envs (Table 1: 50); on the CPU simulator each is a process"""
+    num_eval_envs: int = 16
+    """parallel evaluation envs (separate from the training envs)"""
+    control_mode: str = "pd_joint_delta_pos"
+    """the robot's controller (ManiSkill's RL default; sets the action space)"""
+    obs_mode: str = "state"
+    """observation mode: only `state` (flat state vectors) is supported"""
+    sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
+    """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
+    `auto` (gpu when CUDA is available and --cuda, else cpu)"""
+    ignore_terminations: bool = False
+    """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
+    the time limit, so success_at_end is meaningful)"""
+    accel_steps: int = 500_000
+    """stage 1 length in env steps (summed over envs; rounded up to whole steps of all envs)"""
+    finetune_steps: int = 500_000
+    """stage 2 length in env steps (summed over envs; rounded up to whole steps of all envs)"""
+    accelerated_checkpoint: str | None = None
+    """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
+
+    # TD3 (Table 1, ManiSkill)
+    buffer_size: int = 10_000
+    """stage 2 (transformer) replay buffer size, in transitions over all envs"""
+    accel_buffer_size: int = 50_000
+    """stage 1 (accelerator) replay buffer size, in transitions over all envs"""
+    learning_starts: int = 600
+    """stage 1 env steps of uniform random actions before the accelerator learns (stage 2 learns at once)"""
+    batch_size: int = 600
+    """minibatch size of the accelerator's TD3 updates (stage 1)"""
+    finetune_batch_size: int = 256
+    """minibatch size of the transformer's TD3 updates (stage 2)"""
+    utd: float = 0.5
+    """gradient updates per env step (update-to-data ratio; not given in the paper): one step of 50 envs is followed
+    by 25 TD3 updates"""
+    gamma: float = 0.8
+    """the discount factor gamma"""
+    tau: float = 0.01
+    """target smoothing coefficient"""
+    policy_noise: float = 0.2
+    """the scale of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """the clip of the target policy smoothing noise"""
+    exploration_noise: float = 0.1
+    """the scale of the Gaussian exploration noise (both stages)"""
+    policy_frequency: int = 2
+    """the frequency (in TD3 updates) of delayed actor (and target) updates"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of every network"""
+
+    # Transformer acceleration (Algorithms 1-3)
+    bc_frequency: int = 8
+    """train the transformer every this many env steps (stage 1, after --learning-starts)"""
+    bc_updates: int = 1
+    """gradient steps (minibatches drawn from T) at each transformer training round"""
+    bc_batch_size: int | None = None
+    """minibatch size of the BC and critic-ascent steps (default: --finetune-batch-size)"""
+    bc_buffer_size: int = 10_000
+    """capacity of T: it holds only the accelerator's most recent (window, action) samples, over all envs"""
+    bc_clear: bool = False
+    """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
+    bc_target: Literal["behavior", "actor"] = "actor"
+    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
+    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
+    bc_source: Literal["train", "eval"] = "train"
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    bc_state_noise: float = 0.1
+    """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
+    transformer also learns the accelerator's action a little off its states. 0: the states as visited"""
+    critic_ascent: bool = False
+    """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+    prefill: bool = True
+    """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions; --no-prefill
+    starts it empty (Algorithm 4)"""
+    critic_warmup: int = 0
+    """stage 2: env steps in which only the critics learn before the transformer's actor updates start (0: none, as
+    in Algorithm 4)"""
+
+    # Transformer actor (Table 1)
+    context_len: int = 3
+    """observations of the current episode the transformer reads"""
+    num_layers: int = 1
+    """transformer encoder layers"""
+    num_heads: int = 2
+    """attention heads"""
+    dim_model: int = 256
+    """token width"""
+    dim_feedforward: int = 512
+    """width of each encoder layer's feed-forward block"""
+    dropout: float = 0.05
+    """dropout inside the encoder"""
+
+    # Evaluation and logging
+    eval_frequency: int = 10_000
+    """evaluate (deterministic actions, the eval envs, full episodes) every this many env steps"""
+    eval_episodes: int = 16
+    """episodes per evaluation (run --num-eval-envs at a time)"""
+    log_frequency: int = 1000
+    """log losses and SPS every this many env steps"""
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+def validate_args(args: Args) -> None:
+    positive = ["accel_buffer_size", "buffer_size", "batch_size", "finetune_batch_size", "policy_frequency",
+                "bc_frequency", "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads",
+                "dim_model", "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads",
+                "num_envs", "num_eval_envs"]  # fmt: skip
+    for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name, batch in [("accel_buffer_size", "batch_size"), ("buffer_size", "finetune_batch_size")]:
+        if getattr(args, name) < getattr(args, batch):
+            raise UsageError(f"--{name.replace('_', '-')} ({getattr(args, name)}) is smaller than "
+                             f"--{batch.replace('_', '-')} ({getattr(args, batch)})")  # fmt: skip
+    if args.obs_mode != "state":
+        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
+    if not (args.utd > 0 and math.isfinite(args.utd)):
+        raise UsageError(f"--utd must be positive and finite, got {args.utd}")
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
+        if not getattr(args, name) >= 0:  # NaN fails too
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
+        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
+        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+    if args.sim_backend == "gpu" and not torch.cuda.is_available():
+        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments
+class VecEnv:
+    """num_envs envs behind one interface for both simulators, with tensors on `device`. step() returns
+    (next_obs, final_obs, reward, terminated, done, success): for an env whose episode ended (`done`), next_obs is
+    already the first observation of its next episode (auto-reset in the same step) and final_obs the true s' of the
+    step; for the others both are s'. success is the task's success flag after the step (of the ending episode)."""
+
+    def __init__(self, env, device, on_gpu: bool):
+        self.env, self.device, self.on_gpu = env, device, on_gpu
+        self.num_envs = env.num_envs
+        space = env.single_action_space
+        self.obs_dim, self.act_dim = env.single_observation_space.shape[0], space.shape[0]
+        self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        if not on_gpu and env.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError("VecEnv needs a gymnasium vector env with autoreset_mode=AutoresetMode.SAME_STEP")
+
+    def _tensor(self, x, dtype=torch.float32):
+        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype).to(self.device)
+
+    def reset(self, seed: int | None = None):
+        obs, _ = self.env.reset(seed=seed)
+        return self._tensor(obs)
+
+    def step(self, actions: torch.Tensor):
+        if self.on_gpu:
+            obs, reward, terminated, truncated, info = self.env.step(actions)
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        obs, reward = self._tensor(obs), self._tensor(reward).reshape(self.num_envs)
+        terminated = self._tensor(terminated, torch.bool).reshape(self.num_envs)
+        done = terminated | self._tensor(truncated, torch.bool).reshape(self.num_envs)
+        success = self._tensor(info.get("success", np.zeros(self.num_envs)), torch.bool).reshape(self.num_envs)
+        final_obs = obs.clone()
+        if done.any():
+            # the step's own results of the envs that reset: gymnasium's SAME_STEP keys / ManiSkillVectorEnv's keys
+            last = info["final_obs"] if "final_obs" in info else info["final_observation"]
+            if not self.on_gpu:  # an object array with an entry only where the env reset
+                last = np.stack([last[i] if done[i] else np.zeros(self.obs_dim) for i in range(self.num_envs)])
+            final_obs = torch.where(done[:, None], self._tensor(last), obs)
+            if "success" in info.get("final_info", {}):
+                final_success = self._tensor(info["final_info"]["success"], torch.bool).reshape(self.num_envs)
+                success = torch.where(done, final_success, success)
+        return obs, final_obs, reward, terminated, done, success
+
+    def close(self):
+        self.env.close()
+
+
+def use_gpu_sim(args: Args) -> bool:
+    return args.sim_backend == "gpu" or (args.sim_backend == "auto" and args.cuda and torch.cuda.is_available())
+
+
+def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> VecEnv:
+    """num_envs ManiSkill envs (state observations) for this run's simulator, with auto-reset."""
+    try:
+        import mani_skill.envs  # noqa: F401 - registers the tasks
+        from mani_skill.utils.registration import REGISTERED_ENVS
+    except ImportError:
+        raise UsageError("ManiSkill is not installed: pip install mani_skill==3.0.1") from None
+    if args.env_id not in REGISTERED_ENVS:
+        raise UsageError(f"--env-id {args.env_id}: not a ManiSkill task (e.g. PushCube-v1, PullCube-v1, PickCube-v1)")
+    kwargs = dict(obs_mode=args.obs_mode, control_mode=args.control_mode)
+    try:
+        if use_gpu_sim(args):
+            from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
+
+            env = gym.make(args.env_id, num_envs=num_envs, sim_backend="physx_cuda", **kwargs)
+            return VecEnv(ManiSkillVectorEnv(env, num_envs, ignore_terminations=ignore_terminations), device, True)
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        def make_one():
+            env = gym.make(args.env_id, num_envs=1, sim_backend="physx_cpu", render_backend="none", **kwargs)
+            return CPUGymWrapper(env, ignore_terminations=ignore_terminations)
+
+        vec = gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        return VecEnv(vec, device, False)
+    except Exception as e:  # noqa: BLE001 - env construction failures are the user's setup or flags
+        if "rendering device" in str(e) or "Vulkan" in str(e) or "vk::" in str(e):
+            raise UsageError(VULKAN_HINT) from None
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise UsageError(f"--env-id {args.env_id} --control-mode {args.control_mode}: {message}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+class QNetwork(nn.Module):
+    """MLP critic Q(s, a) on the current observation (Table 1: 2 layers of 256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim + act_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = F.relu(self.fc1(torch.cat([x, a], 1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class Actor(nn.Module):
+    """MLP accelerator actor pi_phi(s), tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer (self-attention + feed-forward, residuals, dropout). With
+    `last_only` only the last token is computed as a query: the actor reads nothing else, so the final layer
+    skips the other tokens' attention outputs and feed-forward passes (same result, ~1.7x less compute)."""
+
+    def __init__(self, dim_model, num_heads, dim_feedforward, dropout):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim_model)
+        self.attn = nn.MultiheadAttention(dim_model, num_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim_model)
+        self.ff = nn.Sequential(nn.Linear(dim_model, dim_feedforward), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(dim_feedforward, dim_model))  # fmt: skip
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, h, padding_mask, last_only: bool = False):
+        x = self.norm1(h)
+        q = x[:, -1:] if last_only else x
+        h = h[:, -1:] if last_only else h
+        h = h + self.dropout1(self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False)[0])
+        return h + self.dropout2(self.ff(self.norm2(h)))
+
+
+class TransformerActor(nn.Module):
+    """pi_theta: reads the last `context_len` observations of the episode (one token each: linear embedding +
+    learned positional embedding, left-padded), attends only to valid positions (padding is masked out of
+    attention), and reads the action from the last (current) token, tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim, action_low, action_high, context_len, num_layers, num_heads, dim_model,
+                 dim_feedforward, dropout):  # fmt: skip
+        super().__init__()
+        self.embed = nn.Linear(obs_dim, dim_model)
+        self.pos_embed = nn.Parameter(torch.zeros(1, context_len, dim_model))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            [EncoderLayer(dim_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(dim_model)
+        self.fc_mu = nn.Linear(dim_model, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        # window: (B, K, obs_dim), valid: (B, K) bool; the last position is always valid
+        h = self.embed(window) + self.pos_embed
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ~valid, last_only=i == len(self.layers) - 1)
+        h = self.norm(h[:, -1])
+        return torch.tanh(self.fc_mu(h)) * self.action_scale + self.action_bias
+
+
+def make_transformer(obs_dim, action_low, action_high, args: Args) -> TransformerActor:
+    return TransformerActor(obs_dim, action_low, action_high, args.context_len, args.num_layers, args.num_heads,
+                            args.dim_model, args.dim_feedforward, args.dropout)  # fmt: skip
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta' (Algorithm 1 lines 17-18, Algorithm 2/3 line 5)."""
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context windows and buffers (per env)
+class EpisodeWindows:
+    """For each env, the last `context_len` observations of its current episode, left-padded; never crosses an
+    episode boundary or another env."""
+
+    def __init__(self, num_envs: int, context_len: int, obs_dim: int, device):
+        self.obs = torch.zeros(num_envs, context_len, obs_dim, device=device)
+        self.valid = torch.zeros(num_envs, context_len, dtype=torch.bool, device=device)
+
+    def reset(self, obs) -> None:
+        self.push(obs, torch.ones(len(obs), dtype=torch.bool, device=obs.device))
+
+    def push(self, obs, new_episode=None) -> None:
+        """Append each env's observation; where new_episode is set, obs starts a new episode (the rest is cleared)."""
+        self.obs = torch.cat([self.obs[:, 1:], obs[:, None]], 1)
+        self.valid = torch.cat([self.valid[:, 1:], torch.ones_like(self.valid[:, :1])], 1)
+        if new_episode is not None and new_episode.any():
+            self.obs[new_episode, :-1] = 0.0
+            self.valid[new_episode, :-1] = False
+
+
+class TrajectoryBuffer:
+    """T of Algorithm 1: the accelerator's most recent (window, valid, action) samples, a ring of fixed capacity
+    (fresh data only: the oldest sample leaves as a new one arrives; `clear` empties it)."""
+
+    def __init__(self, capacity: int, context_len: int, obs_dim: int, act_dim: int, device):
+        self.capacity = capacity
+        self.windows = torch.zeros(capacity, context_len, obs_dim, device=device)
+        self.valids = torch.zeros(capacity, context_len, dtype=torch.bool, device=device)
+        self.actions = torch.zeros(capacity, act_dim, device=device)
+        self.ptr, self.count = 0, 0
+
+    def add(self, windows, valids, actions) -> None:
+        """A batch of samples (one per env)."""
+        n = min(len(windows), self.capacity)
+        idx = (self.ptr + torch.arange(n, device=self.windows.device)) % self.capacity
+        self.windows[idx], self.valids[idx], self.actions[idx] = windows[-n:], valids[-n:], actions[-n:]
+        self.ptr = (self.ptr + len(windows)) % self.capacity
+        self.count = min(self.count + len(windows), self.capacity)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def clear(self) -> None:
+        self.ptr, self.count = 0, 0
+
+    def sample(self, batch_size: int):
+        idx = torch.randint(0, self.count, (batch_size,), device=self.windows.device)
+        return self.windows[idx], self.valids[idx], self.actions[idx]
+
+
+class ReplayBuffer:
+    """Per-env ring buffer: row t, column e holds env e's transition (s, a, r, s', terminated) of its t-th step in
+    the buffer, with the step index of s inside its episode. A column is one env's history in order, so the context
+    window of s and s' is rebuilt for any sampled transition from the rows above it, without storing windows."""
+
+    def __init__(self, size: int, num_envs: int, obs_dim: int, act_dim: int, device):
+        self.rows, self.num_envs, self.device = max(1, math.ceil(size / num_envs)), num_envs, device
+        shape = (self.rows, num_envs)
+        self.obs = torch.zeros(*shape, obs_dim, device=device)
+        self.next_obs = torch.zeros(*shape, obs_dim, device=device)
+        self.actions = torch.zeros(*shape, act_dim, device=device)
+        self.rewards = torch.zeros(shape, device=device)
+        self.terminations = torch.zeros(shape, device=device)
+        self.episode_step = torch.zeros(shape, dtype=torch.long, device=device)
+        self.ptr, self.count = 0, 0  # in rows
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        """One step of all envs; next_obs is the true s' (the final observation where an episode ended)."""
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated.float(), episode_step
+        self.ptr = (self.ptr + 1) % self.rows
+        self.count = min(self.count + 1, self.rows)
+
+    def __len__(self) -> int:
+        return self.count * self.num_envs
+
+    def windows(self, t, e, context_len: int):
+        """Windows of s and s' for transitions (row t, env e): a position is valid if it lies in the same episode
+        of the same env and has not been overwritten. The window of s' is that of s shifted by one, ending in s'."""
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)  # position j: `offsets[j]` steps back
+        src = (t[:, None] - offsets[None, :]) % self.rows
+        age = (self.ptr - 1 - t) % self.rows  # 0 for the newest row
+        valid = (self.episode_step[t, e][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src, e[:, None]] * valid[..., None]
+        next_window = torch.cat([window[:, 1:], self.next_obs[t, e][:, None]], 1)
+        next_valid = torch.cat([valid[:, 1:], torch.ones_like(valid[:, :1])], 1)
+        return window, valid, next_window, next_valid
+
+    def recent(self, n: int) -> dict:
+        """The most recent rows holding at least n transitions (all envs), oldest first, on the CPU: what the
+        stage-2 buffer is prefilled with."""
+        k = min(math.ceil(n / self.num_envs), self.count)
+        idx = (self.ptr - k + torch.arange(k, device=self.device)) % self.rows
+        return {key: getattr(self, key)[idx].cpu() for key in ("obs", "next_obs", "actions", "rewards",
+                                                              "terminations", "episode_step")}  # fmt: skip
+
+    def extend(self, data: dict) -> None:
+        """Append rows in order (their episode-step indices keep the windows of s and s' rebuildable)."""
+        n = min(len(data["obs"]), self.rows)
+        idx = (self.ptr + torch.arange(n, device=self.device)) % self.rows
+        for key, value in data.items():
+            getattr(self, key)[idx] = value[len(value) - n :].to(self.device)
+        self.ptr, self.count = (self.ptr + n) % self.rows, min(self.count + n, self.rows)
+
+    def sample(self, batch_size: int, context_len: int = 0) -> dict:
+        # with replacement, so stage 2 can learn from its first transitions (learning starts 0)
+        t = torch.randint(0, self.count, (batch_size,), device=self.device)
+        t = (self.ptr - self.count + t) % self.rows  # rows in use (all of them once the ring is full)
+        e = torch.randint(0, self.num_envs, (batch_size,), device=self.device)
+        data = dict(obs=self.obs[t, e], next_obs=self.next_obs[t, e], actions=self.actions[t, e],
+                    rewards=self.rewards[t, e, None], terminations=self.terminations[t, e, None])  # fmt: skip
+        if context_len:
+            data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(t, e, context_len)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def check_action(action: torch.Tensor, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not torch.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
+def td3_update(update, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+               q_optimizer, actor_optimizer, args: Args, train_actor: bool = True) -> dict:  # fmt: skip
+    """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer); `update`
+    counts this stage's TD3 updates (delayed actor updates). actor_in / next_actor_in are the actor's inputs for s and
+    s' (observations or context windows); the critics always read the current observation. With train_actor False
+    only the critics (and their targets) learn: the stage-2 critic warm-up."""
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(data["obs"], data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(data["obs"], data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if update % args.policy_frequency == 0:
+        if train_actor:
+            actor_loss = -qf1(data["obs"], actor(*actor_in)).mean()
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+            soft_update(actor, actor_target, args.tau)
+            losses["losses/actor_loss"] = actor_loss.detach()
+        soft_update(qf1, qf1_target, args.tau)
+        soft_update(qf2, qf2_target, args.tau)
+    return losses
+
+
+def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_target, optimizer, qf1, actor,
+                      args: Args) -> dict:  # fmt: skip
+    """Algorithm 1 line 12: `bc_updates` minibatch steps on T of behavior cloning (Algorithm 2) and, with
+    --critic-ascent, ascent on Q1 (Algorithm 3), each followed by a target soft update; with --bc-clear T is then
+    emptied. With --bc-target actor the targets are the accelerator's current actor on T's (possibly noisy) states."""
+    transformer.train()
+    bc_losses, ascent_qs = [], []
+    for _ in range(args.bc_updates):
+        windows, valids, targets = trajectory.sample(args.bc_batch_size or args.finetune_batch_size)
+        if args.bc_target == "actor":
+            with torch.no_grad():
+                targets = actor(windows[:, -1])
+        bc_loss = F.mse_loss(transformer(windows, valids), targets)  # Algorithm 2, lines 2-4
+        optimizer.zero_grad()
+        bc_loss.backward()
+        optimizer.step()
+        soft_update(transformer, transformer_target, args.tau)
+        bc_losses.append(bc_loss.detach())
+        if args.critic_ascent:  # Algorithm 3, lines 2-5
+            q = qf1(windows[:, -1], transformer(windows, valids)).mean()
+            optimizer.zero_grad()
+            (-q).backward()
+            optimizer.step()
+            soft_update(transformer, transformer_target, args.tau)
+            ascent_qs.append(q.detach())
+    transformer.eval()
+    if args.bc_clear:
+        trajectory.clear()
+    out = {"losses/bc_loss": torch.stack(bc_losses).mean()}
+    if ascent_qs:
+        out["losses/critic_ascent_q"] = torch.stack(ascent_qs).mean()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Acting and evaluation
+def act(stage: int, global_step: int, obs, windows: EpisodeWindows, actor, transformer, envs: VecEnv,
+        args: Args) -> torch.Tensor:  # fmt: skip
+    """Algorithm 1 line 5 / Algorithm 4 line 3, for all envs: the acting policy (the accelerator in stage 1, the
+    transformer on each env's window in stage 2) plus Gaussian exploration noise; uniform random during stage 1's
+    warm-up."""
+    low, high = envs.low, envs.high
+    if stage == 1 and global_step < args.learning_starts:
+        return low + torch.rand(envs.num_envs, envs.act_dim, device=low.device) * (high - low)
+    with torch.no_grad():
+        action = actor(obs) if stage == 1 else transformer(windows.obs, windows.valid)
+    noise = torch.randn_like(action) * (high - low) / 2 * args.exploration_noise
+    return torch.max(torch.min(action + noise, high), low)
+
+
+@torch.no_grad()
+def store_in_T(trajectory: TrajectoryBuffer, windows: EpisodeWindows, action, actor, args: Args) -> None:
+    """Algorithm 1 line 7: store each env's (window of s, a) in T. With --bc-state-noise (section 3.1), store the
+    noisy window (padding stays zero) and the accelerator's action on it."""
+    if args.bc_state_noise > 0:
+        noisy = windows.obs + torch.randn_like(windows.obs) * args.bc_state_noise * windows.valid[..., None]
+        trajectory.add(noisy, windows.valid, actor(noisy[:, -1]))
+    else:
+        trajectory.add(windows.obs, windows.valid, action)
+
+
+@torch.no_grad()
+def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, step: int,
+             trajectory: TrajectoryBuffer | None = None) -> dict:  # fmt: skip
+    """`episodes` deterministic episodes on the eval envs (which run to the time limit), --num-eval-envs at a time;
+    policy(windows) -> actions. Returns the mean success_once (success at any step), success_at_end (at the last
+    step) and undiscounted return. With `trajectory`, each (window, action) is stored in T (--bc-source eval)."""
+    windows = EpisodeWindows(envs.num_envs, context_len, envs.obs_dim, envs.low.device)
+    results = {"success_once": [], "success_at_end": [], "return": []}
+    for r in range(math.ceil(episodes / envs.num_envs)):
+        obs = envs.reset(seed=seed + r * envs.num_envs)
+        windows.reset(obs)
+        running = torch.ones(envs.num_envs, dtype=torch.bool, device=obs.device)  # one episode per env per round
+        ret, once = torch.zeros(envs.num_envs, device=obs.device), torch.zeros_like(running)
+        while running.any():
+            action = policy(windows)
+            check_action(action, "evaluated policy", step)
+            if trajectory is not None:
+                trajectory.add(windows.obs[running], windows.valid[running], action[running])
+            obs, _, reward, _, done, success = envs.step(action)
+            ret += reward * running
+            once |= success & running
+            ended = done & running
+            for i in ended.nonzero()[:, 0].tolist():
+                results["success_once"].append(float(once[i]))
+                results["success_at_end"].append(float(success[i]))
+                results["return"].append(float(ret[i]))
+            running &= ~done
+            windows.push(obs, done)
+    return {k: float(np.mean(v[:episodes])) for k, v in results.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
+    """Load a stage-1 checkpoint and check it fits this run (env, controller, shapes, transformer architecture)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--accelerated-checkpoint {path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("script") != "td3_accel_maniskill.py":
+        raise UsageError(f"--accelerated-checkpoint {path}: not a checkpoint written by td3_accel_maniskill.py")
+    if ckpt.get("stage") != 1:
+        raise UsageError(f"--accelerated-checkpoint {path} was written after stage {ckpt.get('stage')}; "
+                         "give the accelerated.pt written at the end of stage 1")  # fmt: skip
+    for name in ("env_id", "control_mode"):
+        if ckpt["args"][name] != getattr(args, name):
+            raise UsageError(f"--accelerated-checkpoint {path} was made with --{name.replace('_', '-')} "
+                             f"{ckpt['args'][name]}, not {getattr(args, name)}")  # fmt: skip
+    if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
+        raise UsageError(f"--accelerated-checkpoint {path}: obs/action dims {ckpt['obs_dim']}/{ckpt['act_dim']} "
+                         f"do not match the env's {obs_dim}/{act_dim}")  # fmt: skip
+    for name in TRANSFORMER_FIELDS:
+        if ckpt["args"][name] != getattr(args, name):
+            raise UsageError(f"--accelerated-checkpoint {path} has --{name.replace('_', '-')} "
+                             f"{ckpt['args'][name]}, this run asks for {getattr(args, name)}")  # fmt: skip
+    if args.prefill and ckpt["args"]["num_envs"] != args.num_envs:
+        raise UsageError(f"--accelerated-checkpoint {path} holds transitions of {ckpt['args']['num_envs']} envs to "
+                         f"prefill stage 2's buffer with, this run has --num-envs {args.num_envs}; match it or add "
+                         "--no-prefill")  # fmt: skip
+    return ckpt
+
+
+def duration(seconds: float) -> str:
+    """12s, 7m05s, 3h12m"""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def versions() -> dict:
+    out = {"torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
+           "python": sys.version.split()[0]}  # fmt: skip
+    for name in ("mani_skill", "sapien"):
+        try:
+            out[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            out[name] = "none"
+    return out
+
+
+def crossed(step: int, num_envs: int, every: int) -> int:
+    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
+    return step // every - (step - num_envs) // every
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(args: Args, on_step=None) -> None:
+    """Both stages. on_step, if given, is called with the loop's local variables after every step of all envs
+    (the tests inspect buffers, windows and networks of the real loop through it)."""
+    validate_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+        run_name += "_"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads)
+
+    # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
+    envs = make_envs(args, args.num_envs, args.ignore_terminations, device)
+    try:
+        eval_envs = make_envs(args, args.num_eval_envs, True, device)
+    except UsageError:
+        envs.close()
+        raise
+    N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
+    low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
+    try:
+        ckpt = (
+            load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
+            if args.accelerated_checkpoint
+            else None
+        )
+    except UsageError:
+        envs.close(), eval_envs.close()
+        raise
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            envs.close(), eval_envs.close()
+            raise UsageError("--track needs wandb: pip install wandb") from None
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_path)
+    sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
+    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device), "sim": sim}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+
+    # Algorithm 1, lines 1-3
+    actor = Actor(obs_dim, low, high).to(device)
+    actor_target = Actor(obs_dim, low, high).to(device)
+    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    transformer = make_transformer(obs_dim, low, high, args).to(device)
+    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
+        target.load_state_dict(net.state_dict())
+    transformer.eval()  # acting is dropout-free; train mode only inside updates
+    transformer_target.eval()
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.accel_buffer_size, N, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
+    trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim, device)
+
+    # stage lengths rounded up to whole steps of all envs, so that global_step lands on each stage's end
+    global_step, stage1_end = 0, math.ceil(args.accel_steps / N) * N
+    if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
+        for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
+                          ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
+                          ("transformer_target", transformer_target)]:  # fmt: skip
+            net.load_state_dict(ckpt[name])
+        q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
+            group["lr"] = args.learning_rate
+        global_step = stage1_end = ckpt["global_step"]
+    total_steps = stage1_end + math.ceil(args.finetune_steps / N) * N
+
+    def checkpoint(stage: int) -> dict:
+        return {"script": "td3_accel_maniskill.py", "stage": stage, "global_step": global_step, "args": asdict(args),
+                "obs_dim": obs_dim, "act_dim": act_dim, "versions": versions(), "actor": actor.state_dict(),
+                "actor_target": actor_target.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
+                "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
+                "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
+                "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
+                "transformer_optimizer": transformer_optimizer.state_dict(),
+                # the accelerator's latest transitions (rows of all envs), to prefill stage 2's buffer from here
+                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
+
+    stage = 1
+    print(f"run {run_path}: steps {global_step}..{total_steps} (env steps over {N} envs), stage 2 from step "
+          f"{stage1_end}, device {device}, sim {sim}", flush=True)  # fmt: skip
+
+    windows = EpisodeWindows(N, args.context_len, obs_dim, device)
+    obs = envs.reset(seed=args.seed)
+    windows.reset(obs)
+    episode_step = torch.zeros(N, dtype=torch.long, device=device)
+    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
+    episode_count, updates, updates_owed = 0, 0, 0.0
+    stage_start_step, stage_start_time = global_step, time.time()
+    last_eval, stage_losses = {}, {}
+    bar = None
+    if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
+    while global_step < total_steps:
+        if stage == 1 and global_step == stage1_end:
+            # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
+            # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+            if ckpt is None:
+                save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+            trajectory.clear()
+            for key in [k for k in last_eval if k.startswith("accelerator")]:  # stage-2 lines show the transformer
+                last_eval.pop(key)
+            stage_losses, updates, updates_owed = {}, 0, 0.0
+            recent = None
+            if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
+                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
+            stage, rb = 2, ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
+            if recent is not None:
+                rb.extend(recent)
+            transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+            obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
+            windows.reset(obs)
+            episode_step.zero_(), episode_return.zero_(), episode_success.zero_()
+            stage_start_step, stage_start_time = global_step, time.time()
+
+        action = act(stage, global_step, obs, windows, actor, transformer, envs, args)
+        if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+            store_in_T(trajectory, windows, action, actor, args)
+        check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+        next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+        rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+        global_step += N
+        episode_step += 1
+        episode_return += reward
+        episode_success |= success
+        if done.any():  # means over the episodes that ended in this step
+            writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
+            writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
+            writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
+            episode_count += int(done.sum())
+            episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+        windows.push(next_obs, done)  # an env that reset starts its window afresh
+        obs = next_obs
+
+        losses = {}
+        if stage == 1 and global_step > args.learning_starts:
+            updates_owed += N * args.utd
+            for _ in range(int(updates_owed)):
+                updates += 1
+                data = rb.sample(args.batch_size)
+                losses = td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor, actor_target, qf1,
+                                    qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
+                stage_losses.update(losses)
+            updates_owed -= int(updates_owed)
+            for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
+                losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
+                                                qf1, actor, args))  # fmt: skip
+        elif stage == 2:
+            updates_owed += N * args.utd
+            train_actor = global_step - stage1_end > args.critic_warmup
+            for _ in range(int(updates_owed)):
+                updates += 1
+                data = rb.sample(args.finetune_batch_size, args.context_len)
+                transformer.train()
+                losses = td3_update(updates, data, (data["window"], data["valid"]),
+                                    (data["next_window"], data["next_valid"]), transformer, transformer_target, qf1,
+                                    qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
+                                    train_actor)  # fmt: skip
+                transformer.eval()
+                stage_losses.update(losses)
+            updates_owed -= int(updates_owed)
+        check_finite(losses, global_step)
+        stage_losses.update(losses)
+        if bar is not None:
+            bar.update(N)
+
+        stage_end = global_step in (stage1_end, total_steps)
+        if crossed(global_step, N, args.log_frequency) or stage_end:  # the stage's latest losses at its end
+            for name, value in (stage_losses if stage_end else losses).items():
+                writer.add_scalar(name, value.item(), global_step)
+            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/stage", stage, global_step)
+        # also at the end of each stage, so both stages end with a measured success rate
+        if crossed(global_step, N, args.eval_frequency) or stage_end:
+            seed = args.seed + 10_000 + global_step
+            policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
+            if stage == 1:
+                policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
+            for who, policy in policies.items():
+                # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
+                result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
+                                  trajectory if fill else None)  # fmt: skip
+                for key, value in result.items():
+                    last_eval[f"{who}_{key}"] = value
+                    writer.add_scalar(f"eval/{who}_{key}", value, global_step)
+            sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
+            evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
+            eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+            line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+            if bar is None:
+                print(line, flush=True)
+            else:
+                bar.write(line)
+                bar.set_postfix_str(f"stage {stage}")
+        if on_step is not None:
+            on_step(locals())
+
+    if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
+        save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+    else:
+        save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+    if bar is not None:
+        bar.close()
+    print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
+    envs.close()
+    eval_envs.close()
+    writer.close()
+
+
+def cli() -> int:
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, checkpoints already written are intact",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
