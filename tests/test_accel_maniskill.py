@@ -1,0 +1,302 @@
+"""td3_accel_maniskill.py. Per-env windowing and replay under auto-reset, checked on the real training loop with a
+small fake vector env (gymnasium's SyncVectorEnv with same-step auto-reset, as the CPU path uses); evaluation's
+success metrics; and, with ManiSkill installed (CI installs it), a tiny end-to-end run on the real CPU simulator
+(PushCube-v1, 2 train envs + 1 eval env) and its bad-input messages."""
+
+import dataclasses
+import importlib.util
+import os
+import re
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from accel_helpers import load_events, run_cli, run_dirs, run_script, scalars, single_run_dir  # noqa: E402
+
+import td3_accel_maniskill as m  # noqa: E402
+
+HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
+needs_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani_skill is not installed (pip install -r "
+                                     "requirements.txt; .ci/run also installs the Vulkan driver it needs)")  # fmt: skip
+SCRIPT = "td3_accel_maniskill.py"
+LINE = re.compile(r"^td3_accel_maniskill\.py: error: .+$")
+K = 3
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_state():
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fake vector env: observations say which env, which episode and which step they come from
+class FakeEnv(gym.Env):
+    """obs = [env index, episode number, t, 0.5]; reward t; success exactly at t == 2; truncated at `length`,
+    terminated at `terminate_at` (if given)."""
+
+    def __init__(self, idx: int, length: int, terminate_at: int | None):
+        self.idx, self.length, self.terminate_at = idx, length, terminate_at
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.episode, self.t = -1, 0
+
+    def _obs(self):
+        return np.array([self.idx, self.episode, self.t, 0.5], dtype=np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return self._obs(), {"success": False}
+
+    def step(self, action):
+        assert np.all(np.abs(action) <= 1.0)
+        self.t += 1
+        terminated = self.terminate_at is not None and self.t == self.terminate_at
+        return self._obs(), float(self.t), terminated, self.t >= self.length, {"success": self.t == 2}
+
+
+# env 0 terminates at t=3, env 1 runs to its limit of 5, env 2 to its limit of 2: the envs reset at different steps
+SHAPES = [(4, 3), (5, None), (2, None)]
+
+
+def fake_envs(num_envs: int, ignore_terminations: bool, device="cpu") -> m.VecEnv:
+    fns = [lambda i=i: FakeEnv(i, SHAPES[i % 3][0], None if ignore_terminations else SHAPES[i % 3][1])
+           for i in range(num_envs)]  # fmt: skip
+    vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return m.VecEnv(vec, torch.device(device), on_gpu=False)
+
+
+def test_vec_env_returns_true_final_obs_and_next_episode_start():
+    envs = fake_envs(3, ignore_terminations=False)
+    obs = envs.reset(seed=0)
+    assert obs[:, 2].tolist() == [0, 0, 0]
+    seen = []
+    for _ in range(6):
+        next_obs, final_obs, reward, terminated, done, success = envs.step(torch.zeros(3, 2))
+        # s' is the step's own observation (t + 1 of the same episode), next_obs the next episode's first where done
+        assert torch.equal(final_obs[:, 1], obs[:, 1]) and torch.equal(final_obs[:, 2], obs[:, 2] + 1)
+        assert torch.equal(reward, final_obs[:, 2])
+        assert torch.equal(success, final_obs[:, 2] == 2)  # the ending step's success, not the reset's
+        assert torch.equal(done, (final_obs[:, 2] == torch.tensor([3.0, 5.0, 2.0])))
+        assert torch.equal(terminated, done & (torch.arange(3) == 0))
+        assert torch.equal(next_obs[done, 2], torch.zeros(int(done.sum())))
+        assert torch.equal(next_obs[done, 1], obs[done, 1] + 1)
+        assert torch.equal(next_obs[~done], final_obs[~done])
+        seen.append(done.clone())
+        obs = next_obs
+    assert torch.stack(seen).any(0).all()
+
+
+def test_vec_env_refuses_next_step_autoreset():
+    vec = gym.vector.SyncVectorEnv([lambda: FakeEnv(0, 3, None)])  # gymnasium 1.x default: NEXT_STEP
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        m.VecEnv(vec, torch.device("cpu"), on_gpu=False)
+
+
+def test_evaluate_success_once_at_end_and_return():
+    envs = fake_envs(2, ignore_terminations=True)
+    envs.env.envs[1].length = 5  # both eval episodes: t = 1..5, success only at t == 2
+    envs.env.envs[0].length = 5
+    result = m.evaluate(envs, lambda w: torch.zeros(2, 2), episodes=3, seed=0, context_len=K, step=0)
+    assert result == {"success_once": 1.0, "success_at_end": 0.0, "return": 15.0}
+    envs.env.envs[0].length = envs.env.envs[1].length = 2  # the episode ends on its success step
+    result = m.evaluate(envs, lambda w: torch.zeros(2, 2), episodes=2, seed=0, context_len=K, step=0)
+    assert result == {"success_once": 1.0, "success_at_end": 1.0, "return": 3.0}
+
+
+def test_replay_windows_stop_at_overwritten_rows():
+    rb = m.ReplayBuffer(size=6, num_envs=2, obs_dim=1, act_dim=1, device="cpu")  # 3 rows
+    for t in range(5):  # one long episode per env; rows 0..1 overwritten by steps 3..4
+        obs = torch.tensor([[10.0 * e + t] for e in range(2)])
+        rb.add(obs, obs + 1, torch.zeros(2, 1), torch.zeros(2), torch.zeros(2, dtype=torch.bool), torch.tensor([t, t]))
+    oldest, newest = torch.tensor([(rb.ptr) % rb.rows]), torch.tensor([(rb.ptr - 1) % rb.rows])
+    for e in range(2):
+        window, valid, next_window, next_valid = rb.windows(newest, torch.tensor([e]), 3)
+        assert valid.tolist() == [[True, True, True]] and window[0, :, 0].tolist() == [
+            10 * e + 2,
+            10 * e + 3,
+            10 * e + 4,
+        ]
+        assert next_window[0, :, 0].tolist() == [10 * e + 3, 10 * e + 4, 10 * e + 5] and next_valid.all()
+        window, valid, _, _ = rb.windows(oldest, torch.tensor([e]), 3)  # step 2: steps 0, 1 are gone
+        assert valid.tolist() == [[False, False, True]] and window[0, :, 0].tolist() == [0, 0, 10 * e + 2]
+
+
+class LoopChecker:
+    """Called after every step of all envs of the real loop: checks the newest transitions, every stored window,
+    the acting windows and T against what the fake env's observations say about env, episode and step."""
+
+    def __init__(self):
+        self.steps, self.stages, self.rows_checked = [], [], 0
+
+    @staticmethod
+    def consistent(window, valid, env, last):
+        """The valid positions are the same env's same episode, consecutive steps ending at `last`, and as many as
+        the episode has (up to K) unless `limit` cuts them; invalid ones are zero padding on the left."""
+        n = int(valid.sum())
+        assert valid[K - n :].all() and not valid[: K - n].any(), valid
+        assert (window[: K - n] == 0).all()
+        w = window[K - n :]
+        assert (w[:, 0] == env).all() and (w[:, 1] == last[1]).all(), w
+        assert w[:, 2].tolist() == [last[2] - (n - 1 - j) for j in range(n)], w
+        return n
+
+    def __call__(self, L):
+        rb, windows, N, g = L["rb"], L["windows"], L["N"], L["global_step"]
+        self.steps.append(g)
+        self.stages.append(L["stage"])
+        i = (rb.ptr - 1) % rb.rows
+        for e in range(N):
+            o, no = rb.obs[i, e], rb.next_obs[i, e]
+            # a real transition of env e: never the step into a reset observation
+            assert o[0] == e and no[0] == e and o[1] == no[1] and no[2] == o[2] + 1, (o, no)
+            assert rb.episode_step[i, e] == o[2]
+            assert rb.terminations[i, e] == float(e % 3 == 0 and no[2] == 3)
+            # the acting window: the current episode of env e, ending at the current observation
+            cur = L["obs"][e]
+            n = self.consistent(windows.obs[e], windows.valid[e], e, cur)
+            assert n == min(K, int(cur[2]) + 1)
+        # every stored transition's windows of s and s'
+        t = torch.arange(rb.rows).repeat_interleave(N)[: rb.count * N]
+        t = (rb.ptr - rb.count + t) % rb.rows
+        e = torch.arange(N).repeat(rb.count)
+        window, valid, next_window, next_valid = rb.windows(t, e, K)
+        age = (rb.ptr - 1 - t) % rb.rows
+        for j in range(len(t)):
+            s, s_next = rb.obs[t[j], e[j]], rb.next_obs[t[j], e[j]]
+            n = self.consistent(window[j], valid[j], int(e[j]), s)
+            assert n == min(K, int(s[2]) + 1, rb.count - int(age[j]))
+            self.consistent(next_window[j], next_valid[j], int(e[j]), s_next)
+        self.rows_checked += len(t)
+        trajectory = L["trajectory"]
+        for j in range(len(trajectory)):
+            w, v = trajectory.windows[j], trajectory.valids[j]
+            self.consistent(w, v, int(w[-1, 0]), w[-1])
+
+
+def test_loop_keeps_windows_and_replay_per_env_under_autoreset(tmp_path, monkeypatch):
+    monkeypatch.setattr(m, "make_envs", lambda args, n, ignore, device: fake_envs(n, ignore, device))
+    tiny = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, finetune_steps=30, learning_starts=15,
+                batch_size=8, finetune_batch_size=8, buffer_size=12, accel_buffer_size=300, dim_model=16,
+                dim_feedforward=16, num_threads=1, eval_frequency=30, log_frequency=15, bc_frequency=3,
+                bc_state_noise=0.0, bc_buffer_size=50, critic_ascent=True)  # fmt: skip
+    args = dataclasses.replace(m.Args(), **tiny, run_dir=str(tmp_path))
+    check = LoopChecker()
+    m.main(args, on_step=check)
+    # steps count env steps over all envs; the stage changes at 60 and global_step runs on
+    assert check.steps == list(range(3, 91, 3))
+    assert check.stages == [1] * 20 + [2] * 10
+    assert check.rows_checked > 500
+    ea = load_events(single_run_dir(tmp_path))
+    # the fake env's eval episodes run to the limit (no termination at eval): lengths 4, 5 in the two eval envs
+    for who in ("accelerator", "transformer"):
+        assert [v for _, v in scalars(ea, f"eval/{who}_success_once")] == [1.0] * (2 if who == "accelerator" else 3)
+        assert {v for _, v in scalars(ea, f"eval/{who}_success_at_end")} == {0.0}
+        assert {v for _, v in scalars(ea, f"eval/{who}_return")} == {(10 + 15) / 2}
+    lengths = [v for _, v in scalars(ea, "charts/episodic_length")]
+    assert set(lengths) <= {2.0, 3.0, 5.0, 2.5, 3.5, 4.0, 10 / 3}  # means over envs ending in the same step
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real CPU simulator
+TINY_RUN = [
+    "--num-envs", 2, "--num-eval-envs", 1, "--eval-episodes", 1, "--accel-steps", 100, "--finetune-steps", 50,
+    "--learning-starts", 40, "--batch-size", 32, "--finetune-batch-size", 32, "--buffer-size", 64,
+    "--accel-buffer-size", 1000, "--dim-model", 32, "--dim-feedforward", 64, "--eval-frequency", 100,
+    "--log-frequency", 50, "--num-threads", 1, "--critic-ascent",
+]  # fmt: skip
+
+
+def checked(proc, rc=0):
+    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pushcube_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pushcube")
+    proc = checked(run_cli(m, [*TINY_RUN, "--env-id", "PushCube-v1", "--run-dir", run_dir]))
+    return proc, single_run_dir(run_dir)
+
+
+@needs_maniskill
+def test_pushcube_run_logs_success_rates_and_writes_checkpoints(pushcube_run):
+    proc, path = pushcube_run
+    ea = load_events(path)
+    tags = set(ea.Tags()["scalars"])
+    for who in ("accelerator", "transformer"):
+        for key in ("success_once", "success_at_end", "return"):
+            assert f"eval/{who}_{key}" in tags
+    assert {"charts/episodic_return", "charts/success_once", "charts/SPS", "losses/qf1_loss", "losses/bc_loss",
+            "losses/actor_loss", "losses/critic_ascent_q"} <= tags  # fmt: skip
+    # accelerator evaluated in stage 1 only; global_step continues into stage 2
+    assert [s for s, _ in scalars(ea, "eval/accelerator_success_once")] == [100]
+    assert [s for s, _ in scalars(ea, "eval/transformer_success_once")] == [100, 150]
+    for _, v in scalars(ea, "eval/transformer_success_at_end"):
+        assert v in (0.0, 1.0)  # one episode per evaluation
+    assert [s for s, v in scalars(ea, "charts/stage") if v == 2] == [150]
+    # PushCube's episodes last 50 steps (or end early at success)
+    assert all(0 < v <= 50 for _, v in scalars(ea, "charts/episodic_length"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("step=")]
+    assert len(lines) == 2 and "transformer_success_once=" in lines[-1] and "accelerator_success_at_end=" in lines[0]
+    accel = torch.load(os.path.join(path, "accelerated.pt"), weights_only=False)
+    final = torch.load(os.path.join(path, "final.pt"), weights_only=False)
+    assert (accel["stage"], accel["global_step"], final["stage"], final["global_step"]) == (1, 100, 2, 150)
+    assert (final["obs_dim"], final["act_dim"]) == (35, 8)
+    assert accel["recent_transitions"]["obs"].shape == (32, 2, 35)  # rows of both envs: 64 transitions
+    args = m.Args(**final["args"])
+    net = m.make_transformer(35, -np.ones(8, np.float32), np.ones(8, np.float32), args)
+    net.load_state_dict(final["transformer"], strict=True)
+    assert not torch.equal(final["transformer"]["fc_mu.weight"], accel["transformer"]["fc_mu.weight"])
+
+
+@needs_maniskill
+def test_finetune_from_pushcube_checkpoint(pushcube_run, tmp_path):
+    _, path = pushcube_run
+    flags = [*TINY_RUN, "--finetune-steps", 20, "--run-dir", tmp_path]
+    proc = checked(run_cli(m, [*flags, "--accelerated-checkpoint", os.path.join(path, "accelerated.pt")]))
+    assert "steps 100..120" in proc.stdout
+    final = torch.load(os.path.join(single_run_dir(tmp_path), "final.pt"), weights_only=False)
+    assert final["global_step"] == 120
+    bad = run_cli(m, [*flags, "--num-envs", 1, "--accelerated-checkpoint", os.path.join(path, "accelerated.pt")])
+    assert bad.returncode == 2 and "--no-prefill" in bad.stderr
+
+
+BAD_INPUT = [
+    (["--env-id", "PushKube-v1"], "not a ManiSkill task"),
+    (["--obs-mode", "rgb"], "only `state`"),
+    (["--num-envs", 0], "--num-envs must be positive"),
+    (["--buffer-size", 16], "smaller than --finetune-batch-size"),
+    (["--control-mode", "no_such_mode"], "--control-mode no_such_mode"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUT.append((["--sim-backend", "gpu"], "needs a CUDA GPU"))
+
+
+@needs_maniskill
+@pytest.mark.parametrize("flags,message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line(tmp_path, flags, message):
+    proc = run_cli(m, [*TINY_RUN, "--run-dir", tmp_path, *flags])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert LINE.match(proc.stderr.strip()) and message in proc.stderr, proc.stderr
+    assert run_dirs(tmp_path) == []
+
+
+@needs_maniskill
+def test_missing_vulkan_device_says_what_to_install(tmp_path, monkeypatch):
+    # no Vulkan driver visible to the loader: what a machine without Mesa's Vulkan driver sees
+    monkeypatch.setenv("VK_ICD_FILENAMES", str(tmp_path / "none.json"))
+    monkeypatch.setenv("VK_DRIVER_FILES", str(tmp_path / "none.json"))
+    proc = run_script(SCRIPT, [*TINY_RUN, "--run-dir", tmp_path / "runs"], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert LINE.match(proc.stderr.strip()) and "mesa-vulkan-drivers" in proc.stderr, proc.stderr
+    assert not os.path.exists(tmp_path / "runs") or run_dirs(tmp_path / "runs") == []
