@@ -13,6 +13,7 @@
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -293,6 +294,13 @@ def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> V
     except Exception as e:  # noqa: BLE001 - env construction failures are the user's setup or flags
         if "rendering device" in str(e) or "Vulkan" in str(e) or "vk::" in str(e):
             raise UsageError(VULKAN_HINT) from None
+        if "physx-precompiled" in str(e):  # SAPIEN fetches its GPU PhysX library from GitHub on first GPU use
+            version = (re.findall(r"download/([^/\s]+)/linux-so", str(e)) or ["<version>"])[0]
+            raise UsageError(
+                f"the GPU simulator needs SAPIEN's PhysX GPU library, which it downloads on first use and could not: "
+                f"unzip github.com/sapien-sim/physx-precompiled/releases/download/{version}/linux-so.zip into "
+                f"~/.sapien/physx/{version}/, or use --sim-backend cpu"
+            ) from None
         message = " ".join(str(e).split()) or type(e).__name__
         raise UsageError(f"--env-id {args.env_id} --control-mode {args.control_mode}: {message}") from None
 

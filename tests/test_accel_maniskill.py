@@ -300,3 +300,20 @@ def test_missing_vulkan_device_says_what_to_install(tmp_path, monkeypatch):
     assert proc.returncode == 2, proc.stderr
     assert LINE.match(proc.stderr.strip()) and "mesa-vulkan-drivers" in proc.stderr, proc.stderr
     assert not os.path.exists(tmp_path / "runs") or run_dirs(tmp_path / "runs") == []
+
+
+@needs_maniskill
+def test_missing_gpu_physx_library_says_where_to_put_it(monkeypatch):
+    # what SAPIEN raises on a first GPU-simulator run without network (seen on a GPU machine with no internet)
+    error = (
+        "HTTPSConnectionPool(host='github.com', port=443): Max retries exceeded with url: /sapien-sim/physx-"
+        "precompiled/releases/download/105.1-physx-5.3.1.patch0/linux-so.zip (Caused by NameResolutionError)"
+    )
+
+    def fail(*args, **kwargs):
+        raise OSError(error)
+
+    monkeypatch.setattr(gym.vector, "AsyncVectorEnv", fail)
+    with pytest.raises(m.UsageError, match=r"~/.sapien/physx/105.1-physx-5.3.1.patch0/") as info:
+        m.make_envs(m.Args(sim_backend="cpu"), 1, False, torch.device("cpu"))
+    assert "\n" not in str(info.value) and "--sim-backend cpu" in str(info.value)
