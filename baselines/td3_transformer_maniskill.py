@@ -1,0 +1,650 @@
+# Baseline for "Accelerating Transformers in Online RL": TD3 with the transformer actor of td3_accel_maniskill.py
+# and twin MLP critics, trained from scratch on ManiSkill3 (td3_accel_maniskill.py's stage 2 started from random
+# networks, with uniform random actions for --learning-starts and the accelerator's buffer). Parallel envs; steps
+# are env steps summed over envs; per-env context windows and replay. CleanRL-style: one self-contained file.
+# Simulators as in td3_accel_maniskill.py: `cpu` (one CPU env per process, tested) and `gpu` (ManiSkill's
+# GPU-parallel envs; UNTESTED).
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+VULKAN_HINT = (
+    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
+    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
+)
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic)"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)"""
+    num_threads: int = 2
+    """CPU threads for torch when no GPU is used; use 1 per run when running several runs at once"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "transformer-acceleration"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+    run_dir: str = "runs"
+    """where run directories (TensorBoard events, checkpoints) are created"""
+
+    # Environment
+    env_id: str = "PushCube-v1"
+    """the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)"""
+    num_envs: int = 50
+    """parallel training envs (Table 1: 50); on the CPU simulator each is a process"""
+    num_eval_envs: int = 16
+    """parallel evaluation envs (separate from the training envs)"""
+    control_mode: str = "pd_joint_delta_pos"
+    """the robot's controller (ManiSkill's RL default; sets the action space)"""
+    obs_mode: str = "state"
+    """observation mode: only `state` (flat state vectors) is supported"""
+    sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
+    """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
+    `auto` (gpu when CUDA is available and --cuda, else cpu)"""
+    ignore_terminations: bool = False
+    """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
+    the time limit)"""
+    total_timesteps: int = 1_000_000
+    """total env steps of the run (summed over envs; rounded up to whole steps of all envs)"""
+
+    # TD3 (Table 1, ManiSkill)
+    buffer_size: int = 50_000
+    """replay buffer size, in transitions over all envs"""
+    learning_starts: int = 600
+    """env steps of uniform random actions before learning starts"""
+    batch_size: int = 256
+    """minibatch size of every TD3 update"""
+    utd: float = 0.5
+    """gradient updates per env step (update-to-data ratio; not given in the paper), as in td3_accel_maniskill.py"""
+    gamma: float = 0.8
+    """the discount factor gamma"""
+    tau: float = 0.01
+    """target smoothing coefficient"""
+    policy_noise: float = 0.2
+    """the scale of the target policy smoothing noise"""
+    noise_clip: float = 0.5
+    """the clip of the target policy smoothing noise"""
+    exploration_noise: float = 0.1
+    """the scale of the Gaussian exploration noise"""
+    policy_frequency: int = 2
+    """the frequency (in TD3 updates) of delayed actor (and target) updates"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of every network"""
+
+    # Transformer actor (Table 1, as in td3_accel_maniskill.py)
+    context_len: int = 3
+    """observations of the current episode the transformer reads"""
+    num_layers: int = 1
+    """transformer encoder layers"""
+    num_heads: int = 2
+    """attention heads"""
+    dim_model: int = 256
+    """token width"""
+    dim_feedforward: int = 512
+    """width of each encoder layer's feed-forward block"""
+    dropout: float = 0.05
+    """dropout inside the encoder"""
+
+    # Evaluation and logging
+    eval_frequency: int = 10_000
+    """evaluate (deterministic actions, the eval envs, full episodes) every this many env steps"""
+    eval_episodes: int = 16
+    """episodes per evaluation (run --num-eval-envs at a time)"""
+    log_frequency: int = 1000
+    """log losses and SPS every this many env steps"""
+
+
+def validate_args(args: Args) -> None:
+    positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "eval_frequency",
+                "eval_episodes", "log_frequency", "num_threads", "num_envs", "num_eval_envs"]  # fmt: skip
+    positive += ["context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward"]
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
+    if args.obs_mode != "state":
+        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
+    if not (args.utd > 0 and math.isfinite(args.utd)):
+        raise UsageError(f"--utd must be positive and finite, got {args.utd}")
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ["gamma", "tau"]:
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
+    for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
+        if not getattr(args, name) >= 0:  # NaN fails too
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.sim_backend == "gpu" and not torch.cuda.is_available():
+        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments
+class VecEnv:
+    """num_envs envs behind one interface for both simulators, with tensors on `device`. step() returns
+    (next_obs, final_obs, reward, terminated, done, success): for an env whose episode ended (`done`), next_obs is
+    already the first observation of its next episode (auto-reset in the same step) and final_obs the true s' of the
+    step; for the others both are s'. success is the task's success flag after the step (of the ending episode)."""
+
+    def __init__(self, env, device, on_gpu: bool):
+        self.env, self.device, self.on_gpu = env, device, on_gpu
+        self.num_envs = env.num_envs
+        space = env.single_action_space
+        self.obs_dim, self.act_dim = env.single_observation_space.shape[0], space.shape[0]
+        self.low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        self.high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        if not on_gpu and env.metadata.get("autoreset_mode") != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError("VecEnv needs a gymnasium vector env with autoreset_mode=AutoresetMode.SAME_STEP")
+
+    def _tensor(self, x, dtype=torch.float32):
+        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=dtype).to(self.device)
+
+    def reset(self, seed: int | None = None):
+        obs, _ = self.env.reset(seed=seed)
+        return self._tensor(obs)
+
+    def step(self, actions: torch.Tensor):
+        if self.on_gpu:
+            obs, reward, terminated, truncated, info = self.env.step(actions)
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        obs, reward = self._tensor(obs), self._tensor(reward).reshape(self.num_envs)
+        terminated = self._tensor(terminated, torch.bool).reshape(self.num_envs)
+        done = terminated | self._tensor(truncated, torch.bool).reshape(self.num_envs)
+        success = self._tensor(info.get("success", np.zeros(self.num_envs)), torch.bool).reshape(self.num_envs)
+        final_obs = obs.clone()
+        if done.any():
+            # the step's own results of the envs that reset: gymnasium's SAME_STEP keys / ManiSkillVectorEnv's keys
+            last = info["final_obs"] if "final_obs" in info else info["final_observation"]
+            if not self.on_gpu:  # an object array with an entry only where the env reset
+                last = np.stack([last[i] if done[i] else np.zeros(self.obs_dim) for i in range(self.num_envs)])
+            final_obs = torch.where(done[:, None], self._tensor(last), obs)
+            if "success" in info.get("final_info", {}):
+                final_success = self._tensor(info["final_info"]["success"], torch.bool).reshape(self.num_envs)
+                success = torch.where(done, final_success, success)
+        return obs, final_obs, reward, terminated, done, success
+
+    def close(self):
+        self.env.close()
+
+
+def use_gpu_sim(args: Args) -> bool:
+    return args.sim_backend == "gpu" or (args.sim_backend == "auto" and args.cuda and torch.cuda.is_available())
+
+
+def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> VecEnv:
+    """num_envs ManiSkill envs (state observations) for this run's simulator, with auto-reset."""
+    try:
+        import mani_skill.envs  # noqa: F401 - registers the tasks
+        from mani_skill.utils.registration import REGISTERED_ENVS
+    except ImportError:
+        raise UsageError("ManiSkill is not installed: pip install mani_skill==3.0.1") from None
+    if args.env_id not in REGISTERED_ENVS:
+        raise UsageError(f"--env-id {args.env_id}: not a ManiSkill task (e.g. PushCube-v1, PullCube-v1, PickCube-v1)")
+    kwargs = dict(obs_mode=args.obs_mode, control_mode=args.control_mode)
+    try:
+        if use_gpu_sim(args):
+            from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
+
+            env = gym.make(args.env_id, num_envs=num_envs, sim_backend="physx_cuda", **kwargs)
+            return VecEnv(ManiSkillVectorEnv(env, num_envs, ignore_terminations=ignore_terminations), device, True)
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        def make_one():
+            env = gym.make(args.env_id, num_envs=1, sim_backend="physx_cpu", render_backend="none", **kwargs)
+            return CPUGymWrapper(env, ignore_terminations=ignore_terminations)
+
+        vec = gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        return VecEnv(vec, device, False)
+    except Exception as e:  # noqa: BLE001 - env construction failures are the user's setup or flags
+        if "rendering device" in str(e) or "Vulkan" in str(e) or "vk::" in str(e):
+            raise UsageError(VULKAN_HINT) from None
+        if "physx-precompiled" in str(e):  # SAPIEN fetches its GPU PhysX library from GitHub on first GPU use
+            version = (re.findall(r"download/([^/\s]+)/linux-so", str(e)) or ["<version>"])[0]
+            raise UsageError(
+                f"the GPU simulator needs SAPIEN's PhysX GPU library, which it downloads on first use and could not: "
+                f"unzip github.com/sapien-sim/physx-precompiled/releases/download/{version}/linux-so.zip into "
+                f"~/.sapien/physx/{version}/, or use --sim-backend cpu"
+            ) from None
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise UsageError(f"--env-id {args.env_id} --control-mode {args.control_mode}: {message}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+class QNetwork(nn.Module):
+    """MLP critic Q(s, a) on the current observation (Table 1: 2 layers of 256)."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(obs_dim + act_dim, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = F.relu(self.fc1(torch.cat([x, a], 1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer (self-attention + feed-forward, residuals, dropout). With
+    `last_only` only the last token is computed as a query: the actor reads nothing else, so the final layer
+    skips the other tokens' attention outputs and feed-forward passes (same result, ~1.7x less compute)."""
+
+    def __init__(self, dim_model, num_heads, dim_feedforward, dropout):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim_model)
+        self.attn = nn.MultiheadAttention(dim_model, num_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim_model)
+        self.ff = nn.Sequential(nn.Linear(dim_model, dim_feedforward), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(dim_feedforward, dim_model))  # fmt: skip
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, h, padding_mask, last_only: bool = False):
+        x = self.norm1(h)
+        q = x[:, -1:] if last_only else x
+        h = h[:, -1:] if last_only else h
+        h = h + self.dropout1(self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False)[0])
+        return h + self.dropout2(self.ff(self.norm2(h)))
+
+
+class TransformerActor(nn.Module):
+    """pi_theta: reads the last `context_len` observations of the episode (one token each: linear embedding +
+    learned positional embedding, left-padded), attends only to valid positions (padding is masked out of
+    attention), and reads the action from the last (current) token, tanh-squashed to the action bounds."""
+
+    def __init__(self, obs_dim, action_low, action_high, context_len, num_layers, num_heads, dim_model,
+                 dim_feedforward, dropout):  # fmt: skip
+        super().__init__()
+        self.embed = nn.Linear(obs_dim, dim_model)
+        self.pos_embed = nn.Parameter(torch.zeros(1, context_len, dim_model))
+        nn.init.normal_(self.pos_embed, std=0.02)
+        self.layers = nn.ModuleList(
+            [EncoderLayer(dim_model, num_heads, dim_feedforward, dropout) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(dim_model)
+        self.fc_mu = nn.Linear(dim_model, len(action_low))
+        self.register_buffer("action_scale", torch.tensor((action_high - action_low) / 2.0, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.tensor((action_high + action_low) / 2.0, dtype=torch.float32))
+
+    def forward(self, window, valid):
+        # window: (B, K, obs_dim), valid: (B, K) bool; the last position is always valid
+        h = self.embed(window) + self.pos_embed
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ~valid, last_only=i == len(self.layers) - 1)
+        h = self.norm(h[:, -1])
+        return torch.tanh(self.fc_mu(h)) * self.action_scale + self.action_bias
+
+
+def make_transformer(obs_dim, action_low, action_high, args: Args) -> TransformerActor:
+    return TransformerActor(obs_dim, action_low, action_high, args.context_len, args.num_layers, args.num_heads,
+                            args.dim_model, args.dim_feedforward, args.dropout)  # fmt: skip
+
+
+@torch.no_grad()
+def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
+    """theta' <- tau * theta + (1 - tau) * theta'."""
+    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Context windows and replay (per env)
+class EpisodeWindows:
+    """For each env, the last `context_len` observations of its current episode, left-padded; never crosses an
+    episode boundary or another env."""
+
+    def __init__(self, num_envs: int, context_len: int, obs_dim: int, device):
+        self.obs = torch.zeros(num_envs, context_len, obs_dim, device=device)
+        self.valid = torch.zeros(num_envs, context_len, dtype=torch.bool, device=device)
+
+    def reset(self, obs) -> None:
+        self.push(obs, torch.ones(len(obs), dtype=torch.bool, device=obs.device))
+
+    def push(self, obs, new_episode=None) -> None:
+        """Append each env's observation; where new_episode is set, obs starts a new episode (the rest is cleared)."""
+        self.obs = torch.cat([self.obs[:, 1:], obs[:, None]], 1)
+        self.valid = torch.cat([self.valid[:, 1:], torch.ones_like(self.valid[:, :1])], 1)
+        if new_episode is not None and new_episode.any():
+            self.obs[new_episode, :-1] = 0.0
+            self.valid[new_episode, :-1] = False
+
+
+class ReplayBuffer:
+    """Per-env ring buffer: row t, column e holds env e's transition (s, a, r, s', terminated) of its t-th step in
+    the buffer, with the step index of s inside its episode. A column is one env's history in order, so the context
+    window of s and s' is rebuilt for any sampled transition from the rows above it, without storing windows."""
+
+    def __init__(self, size: int, num_envs: int, obs_dim: int, act_dim: int, device):
+        self.rows, self.num_envs, self.device = max(1, math.ceil(size / num_envs)), num_envs, device
+        shape = (self.rows, num_envs)
+        self.obs = torch.zeros(*shape, obs_dim, device=device)
+        self.next_obs = torch.zeros(*shape, obs_dim, device=device)
+        self.actions = torch.zeros(*shape, act_dim, device=device)
+        self.rewards = torch.zeros(shape, device=device)
+        self.terminations = torch.zeros(shape, device=device)
+        self.episode_step = torch.zeros(shape, dtype=torch.long, device=device)
+        self.ptr, self.count = 0, 0  # in rows
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        """One step of all envs; next_obs is the true s' (the final observation where an episode ended)."""
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated.float(), episode_step
+        self.ptr = (self.ptr + 1) % self.rows
+        self.count = min(self.count + 1, self.rows)
+
+    def __len__(self) -> int:
+        return self.count * self.num_envs
+
+    def windows(self, t, e, context_len: int):
+        """Windows of s and s' for transitions (row t, env e): a position is valid if it lies in the same episode
+        of the same env and has not been overwritten. The window of s' is that of s shifted by one, ending in s'."""
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)  # position j: `offsets[j]` steps back
+        src = (t[:, None] - offsets[None, :]) % self.rows
+        age = (self.ptr - 1 - t) % self.rows  # 0 for the newest row
+        valid = (self.episode_step[t, e][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src, e[:, None]] * valid[..., None]
+        next_window = torch.cat([window[:, 1:], self.next_obs[t, e][:, None]], 1)
+        next_valid = torch.cat([valid[:, 1:], torch.ones_like(valid[:, :1])], 1)
+        return window, valid, next_window, next_valid
+
+    def sample(self, batch_size: int, context_len: int = 0) -> dict:
+        # with replacement, so stage 2 can learn from its first transitions (learning starts 0)
+        t = torch.randint(0, self.count, (batch_size,), device=self.device)
+        t = (self.ptr - self.count + t) % self.rows  # rows in use (all of them once the ring is full)
+        e = torch.randint(0, self.num_envs, (batch_size,), device=self.device)
+        data = dict(obs=self.obs[t, e], next_obs=self.next_obs[t, e], actions=self.actions[t, e],
+                    rewards=self.rewards[t, e, None], terminations=self.terminations[t, e, None])  # fmt: skip
+        if context_len:
+            data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(t, e, context_len)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def check_action(action: torch.Tensor, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not torch.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
+def td3_update(update, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+               args: Args) -> dict:  # fmt: skip
+    """One TD3 step; `update` counts TD3 updates (delayed actor updates).
+    The transformer actor reads the windows of s and s', the MLP critics the current observation."""
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(data["next_window"], data["next_valid"]) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(data["obs"], data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(data["obs"], data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if update % args.policy_frequency == 0:
+        actor_loss = -qf1(data["obs"], actor(data["window"], data["valid"])).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        soft_update(actor, actor_target, args.tau)
+        soft_update(qf1, qf1_target, args.tau)
+        soft_update(qf2, qf2_target, args.tau)
+        losses["losses/actor_loss"] = actor_loss.detach()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Acting and evaluation
+def act(global_step: int, obs, windows: EpisodeWindows, actor, envs: VecEnv, args: Args) -> torch.Tensor:
+    """The actor's action for all envs plus Gaussian exploration noise; uniform random before --learning-starts."""
+    low, high = envs.low, envs.high
+    if global_step < args.learning_starts:
+        return low + torch.rand(envs.num_envs, envs.act_dim, device=low.device) * (high - low)
+    with torch.no_grad():
+        action = actor(windows.obs, windows.valid)
+    noise = torch.randn_like(action) * (high - low) / 2 * args.exploration_noise
+    return torch.max(torch.min(action + noise, high), low)
+
+
+@torch.no_grad()
+def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, step: int) -> dict:
+    """`episodes` deterministic episodes on the eval envs (which run to the time limit), --num-eval-envs at a time;
+    policy(windows) -> actions. Returns the mean success_once (success at any step), success_at_end (at the last
+    step) and undiscounted return."""
+    windows = EpisodeWindows(envs.num_envs, context_len, envs.obs_dim, envs.low.device)
+    results = {"success_once": [], "success_at_end": [], "return": []}
+    for r in range(math.ceil(episodes / envs.num_envs)):
+        obs = envs.reset(seed=seed + r * envs.num_envs)
+        windows.reset(obs)
+        running = torch.ones(envs.num_envs, dtype=torch.bool, device=obs.device)  # one episode per env per round
+        ret, once = torch.zeros(envs.num_envs, device=obs.device), torch.zeros_like(running)
+        while running.any():
+            action = policy(windows)
+            check_action(action, "evaluated policy", step)
+            obs, _, reward, _, done, success = envs.step(action)
+            ret += reward * running
+            once |= success & running
+            ended = done & running
+            for i in ended.nonzero()[:, 0].tolist():
+                results["success_once"].append(float(once[i]))
+                results["success_at_end"].append(float(success[i]))
+                results["return"].append(float(ret[i]))
+            running &= ~done
+            windows.push(obs, done)
+    return {k: float(np.mean(v[:episodes])) for k, v in results.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    out = {"torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
+           "python": sys.version.split()[0]}  # fmt: skip
+    for name in ("mani_skill", "sapien"):
+        try:
+            out[name] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            out[name] = "none"
+    return out
+
+
+def crossed(step: int, num_envs: int, every: int) -> int:
+    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
+    return step // every - (step - num_envs) // every
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def main(args: Args, on_step=None) -> None:
+    """on_step, if given, is called with the loop's local variables after every step of all envs (for tests)."""
+    validate_args(args)
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+        run_name += "_"
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.use_deterministic_algorithms(args.torch_deterministic)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads)
+
+    # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
+    envs = make_envs(args, args.num_envs, args.ignore_terminations, device)
+    try:
+        eval_envs = make_envs(args, args.num_eval_envs, True, device)
+    except UsageError:
+        envs.close()
+        raise
+    N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
+    low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
+
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            envs.close(), eval_envs.close()
+            raise UsageError("--track needs wandb: pip install wandb") from None
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(run_path)
+    sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
+    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device), "sim": sim}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+
+    actor = make_transformer(obs_dim, low, high, args).to(device)
+    actor_target = make_transformer(obs_dim, low, high, args).to(device)
+    actor.eval()  # acting is dropout-free; train mode only inside updates
+    actor_target.eval()
+    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+        target.load_state_dict(net.state_dict())
+    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
+    total_steps = math.ceil(args.total_timesteps / N) * N  # whole steps of all envs
+    print(f"run {run_path}: steps 0..{total_steps} (env steps over {N} envs), obs dim {obs_dim}, device {device}, "
+          f"sim {sim}", flush=True)  # fmt: skip
+
+    obs = envs.reset(seed=args.seed)
+    windows = EpisodeWindows(N, args.context_len, obs_dim, device)
+    windows.reset(obs)
+    episode_step = torch.zeros(N, dtype=torch.long, device=device)
+    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
+    global_step, episode_count, updates, updates_owed = 0, 0, 0, 0.0
+    start_time, last_eval = time.time(), {}
+    while global_step < total_steps:
+        action = act(global_step, obs, windows, actor, envs, args)
+        check_action(action, "actor", global_step)
+        next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+        rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+        global_step += N
+        episode_step += 1
+        episode_return += reward
+        episode_success |= success
+        if done.any():  # means over the episodes that ended in this step
+            writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
+            writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
+            writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
+            episode_count += int(done.sum())
+            episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+        windows.push(next_obs, done)  # an env that reset starts its window afresh
+        obs = next_obs
+
+        losses = {}
+        if global_step > args.learning_starts:
+            updates_owed += N * args.utd
+            for _ in range(int(updates_owed)):
+                updates += 1
+                data = rb.sample(args.batch_size, args.context_len)
+                actor.train()
+                losses = td3_update(updates, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                    q_optimizer, actor_optimizer, args)  # fmt: skip
+                actor.eval()
+                check_finite(losses, global_step)
+            updates_owed -= int(updates_owed)
+
+        if crossed(global_step, N, args.log_frequency):
+            for name, value in losses.items():
+                writer.add_scalar(name, value.item(), global_step)
+            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+        if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
+            policy = lambda w: actor(w.obs, w.valid)  # deterministic: no exploration noise
+            seed = args.seed + 10_000 + global_step
+            last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step)
+            for key, value in last_eval.items():
+                writer.add_scalar(f"eval/{key}", value, global_step)
+            sps = int(global_step / (time.time() - start_time))
+            evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
+            print(f"step={global_step} SPS={sps} episodes={episode_count} {evals}", flush=True)
+        if on_step is not None:
+            on_step(locals())
+
+    save_checkpoint(os.path.join(run_path, "final.pt"),
+                    {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                     "versions": versions(), "actor": actor.state_dict(), "actor_target": actor_target.state_dict(),
+                     "qf1": qf1.state_dict(), "qf2": qf2.state_dict(), "qf1_target": qf1_target.state_dict(),
+                     "qf2_target": qf2_target.state_dict(), "q_optimizer": q_optimizer.state_dict(),
+                     "actor_optimizer": actor_optimizer.state_dict(), "eval": last_eval})  # fmt: skip
+    print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
+    envs.close()
+    eval_envs.close()
+    writer.close()
+
+
+def cli() -> int:
+    args = tyro.cli(Args)
+    try:
+        main(args)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, no checkpoint written", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
