@@ -20,6 +20,14 @@ from accel_helpers import load_events, run_cli, run_dirs, run_script, scalars, s
 
 import td3_accel_maniskill as m  # noqa: E402
 
+BASELINES = {}
+for _name in ("mlp", "lstm", "transformer"):
+    _path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "baselines",
+                         f"td3_{_name}_maniskill.py")  # fmt: skip
+    _spec = importlib.util.spec_from_file_location(f"td3_{_name}_maniskill", _path)
+    BASELINES[_name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(BASELINES[_name])
+
 HAVE_MANISKILL = importlib.util.find_spec("mani_skill") is not None
 needs_maniskill = pytest.mark.skipif(not HAVE_MANISKILL, reason="mani_skill is not installed (pip install -r "
                                      "requirements.txt; .ci/run also installs the Vulkan driver it needs)")  # fmt: skip
@@ -139,6 +147,7 @@ class LoopChecker:
 
     @staticmethod
     def consistent(window, valid, env, last):
+        K = len(valid)
         """The valid positions are the same env's same episode, consecutive steps ending at `last`, and as many as
         the episode has (up to K) unless `limit` cuts them; invalid ones are zero padding on the left."""
         n = int(valid.sum())
@@ -151,8 +160,9 @@ class LoopChecker:
 
     def __call__(self, L):
         rb, windows, N, g = L["rb"], L["windows"], L["N"], L["global_step"]
+        K = windows.obs.shape[1]
         self.steps.append(g)
-        self.stages.append(L["stage"])
+        self.stages.append(L.get("stage", 1))
         i = (rb.ptr - 1) % rb.rows
         for e in range(N):
             o, no = rb.obs[i, e], rb.next_obs[i, e]
@@ -176,7 +186,7 @@ class LoopChecker:
             assert n == min(K, int(s[2]) + 1, rb.count - int(age[j]))
             self.consistent(next_window[j], next_valid[j], int(e[j]), s_next)
         self.rows_checked += len(t)
-        trajectory = L["trajectory"]
+        trajectory = L.get("trajectory", [])
         for j in range(len(trajectory)):
             w, v = trajectory.windows[j], trajectory.valids[j]
             self.consistent(w, v, int(w[-1, 0]), w[-1])
@@ -317,3 +327,50 @@ def test_missing_gpu_physx_library_says_where_to_put_it(monkeypatch):
     with pytest.raises(m.UsageError, match=r"~/.sapien/physx/105.1-physx-5.3.1.patch0/") as info:
         m.make_envs(m.Args(sim_backend="cpu"), 1, False, torch.device("cpu"))
     assert "\n" not in str(info.value) and "--sim-backend cpu" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines (TD3 from scratch with the MLP, LSTM and transformer actors)
+BASELINE_TINY = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, total_timesteps=60, learning_starts=15,
+                     batch_size=8, buffer_size=12, num_threads=1, eval_frequency=30, log_frequency=15)  # fmt: skip
+ARCH_TINY = {"mlp": {}, "lstm": dict(lstm_hidden_size=8), "transformer": dict(dim_model=16, dim_feedforward=16)}
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baseline_loop_keeps_windows_and_replay_per_env(name, tmp_path, monkeypatch):
+    b = BASELINES[name]
+    monkeypatch.setattr(b, "make_envs", lambda args, n, ignore, device: fake_envs(n, ignore, device))
+    monkeypatch.setattr(m, "VecEnv", b.VecEnv)  # fake_envs builds the baseline's own VecEnv
+    args = dataclasses.replace(b.Args(), **BASELINE_TINY, **ARCH_TINY[name], run_dir=str(tmp_path))
+    check = LoopChecker()
+    b.main(args, on_step=check)
+    assert check.steps == list(range(3, 61, 3)) and check.rows_checked > 100
+    ea = load_events(single_run_dir(tmp_path))
+    assert [v for _, v in scalars(ea, "eval/success_once")] == [1.0, 1.0]
+    assert {v for _, v in scalars(ea, "eval/success_at_end")} == {0.0}
+    assert {v for _, v in scalars(ea, "eval/return")} == {(10 + 15) / 2}
+    assert "losses/actor_loss" in ea.Tags()["scalars"]
+
+
+BASELINE_RUN = ["--num-envs", 2, "--num-eval-envs", 1, "--eval-episodes", 1, "--total-timesteps", 60,
+                "--learning-starts", 20, "--batch-size", 16, "--buffer-size", 200, "--eval-frequency", 60,
+                "--log-frequency", 20, "--num-threads", 1]  # fmt: skip
+ARCH_RUN = {"mlp": [], "lstm": ["--lstm-hidden-size", 8], "transformer": ["--dim-model", 16, "--dim-feedforward", 16]}
+
+
+@needs_maniskill
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baseline_pushcube_run(name, tmp_path):
+    b = BASELINES[name]
+    proc = checked(run_cli(b, [*BASELINE_RUN, *ARCH_RUN[name], "--run-dir", tmp_path]))
+    path = single_run_dir(tmp_path)
+    ea = load_events(path)
+    for key in ("success_once", "success_at_end", "return"):
+        assert [s for s, _ in scalars(ea, f"eval/{key}")] == [60]
+    assert {"losses/qf1_loss", "losses/actor_loss", "charts/SPS"} <= set(ea.Tags()["scalars"])
+    final = torch.load(os.path.join(path, "final.pt"), weights_only=False)
+    assert (final["global_step"], final["obs_dim"], final["act_dim"]) == (60, 35, 8)
+    assert "eval_success_at_end=" in proc.stdout
+    bad = run_cli(b, [*BASELINE_RUN, "--env-id", "PushKube-v1", "--run-dir", tmp_path / "bad"])
+    assert bad.returncode == 2 and "not a ManiSkill task" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith(f"td3_{name}_maniskill.py: error:")
