@@ -374,3 +374,36 @@ def test_baseline_pushcube_run(name, tmp_path):
     bad = run_cli(b, [*BASELINE_RUN, "--env-id", "PushKube-v1", "--run-dir", tmp_path / "bad"])
     assert bad.returncode == 2 and "not a ManiSkill task" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith(f"td3_{name}_maniskill.py: error:")
+
+
+SHARED = ["VULKAN_HINT", "UsageError", "DivergenceError", "VecEnv", "use_gpu_sim", "make_envs", "EpisodeWindows",
+          "check_finite", "check_action", "evaluate", "save_checkpoint", "versions", "crossed"]  # fmt: skip
+
+
+def test_shared_code_is_identical_across_the_maniskill_scripts():
+    """The env layer, windows and evaluation are written once and copied (CleanRL style): the copies must not drift."""
+    import ast
+
+    def sources(path):
+        text = open(path).read()
+        out = {}
+        for node in ast.parse(text).body:
+            name = getattr(node, "name", None) or (node.targets[0].id if isinstance(node, ast.Assign) else None)
+            out[name] = ast.get_source_segment(text, node)
+        return out
+
+    main = sources(m.__file__)
+    for name, module in BASELINES.items():
+        theirs = sources(module.__file__)
+        for key in SHARED:
+            mine = main[key]
+            if key == "evaluate":  # the main script's also fills T (--bc-source eval)
+                mine = mine.replace(",\n             trajectory: TrajectoryBuffer | None = None) -> dict:  # fmt: skip",
+                                    ") -> dict:")  # fmt: skip
+                mine = mine.replace(" With `trajectory`, each (window, action) is stored in T (--bc-source eval).", "")
+                mine = mine.replace("            if trajectory is not None:\n                trajectory.add(windows.obs"
+                                    "[running], windows.valid[running], action[running])\n", "")  # fmt: skip
+            assert theirs[key] == mine, f"{key} differs between td3_accel_maniskill.py and td3_{name}_maniskill.py"
+        replay = main["ReplayBuffer"]
+        replay = replay[: replay.index("    def recent(")] + replay[replay.index("    def sample(") :]
+        assert theirs["ReplayBuffer"] == replay, f"ReplayBuffer differs in td3_{name}_maniskill.py"
