@@ -269,8 +269,8 @@ def make_transformer(obs_dim, action_low, action_high, args: Args) -> Transforme
 @torch.no_grad()
 def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     """theta' <- tau * theta + (1 - tau) * theta'."""
-    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
-        tp.lerp_(p, tau)
+    # one foreach call: 3-5x faster than a lerp_ per parameter on the CPU (BENCHMARKS.md); same values
+    torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)
 
 
 def adam(params, lr: float) -> torch.optim.Adam:

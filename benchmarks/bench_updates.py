@@ -68,15 +68,17 @@ def fill(mod, size: int, episode_len: int = 200):
     """The path's replay buffer, full, random transitions in episodes of `episode_len` (windows get padded)."""
     rb = mod.ReplayBuffer(size, OBS_DIM, ACT_DIM, "cpu")
     rng = np.random.default_rng(0)
-    data = {"obs": rng.standard_normal((size, OBS_DIM), dtype=np.float32),
-            "next_obs": rng.standard_normal((size, OBS_DIM), dtype=np.float32),
-            "actions": rng.uniform(-1, 1, (size, ACT_DIM)).astype(np.float32),
-            "rewards": rng.standard_normal(size, dtype=np.float32),
-            "terminations": (np.arange(size) % episode_len == episode_len - 1).astype(np.float32)}  # fmt: skip
-    if hasattr(rb, "episode_step"):
-        data["episode_step"] = np.arange(size) % episode_len
-    for k, v in data.items():
-        getattr(rb, k)[:] = v
+    for start in range(0, size, 10_000):  # in chunks: no buffer-sized temporary counts in the peak RSS
+        n, step = min(10_000, size - start), np.arange(start, min(start + 10_000, size)) % episode_len
+        chunk = {"obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
+                 "next_obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
+                 "actions": rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
+                 "rewards": rng.standard_normal(n, dtype=np.float32),
+                 "terminations": (step == episode_len - 1).astype(np.float32)}  # fmt: skip
+        if hasattr(rb, "episode_step"):
+            chunk["episode_step"] = step
+        for k, v in chunk.items():
+            getattr(rb, k)[start : start + n] = v
     rb.ptr, rb.count = 0, size
     return rb
 

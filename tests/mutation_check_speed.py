@@ -31,6 +31,9 @@ M = {  # name: (files, old, new)
     "qf1 not frozen in critic ascent": (
         ["td3_accel_mujoco.py"], "            qf1.requires_grad_(False)  # only the transformer",
         "            qf1.requires_grad_(True)  # only the transformer"),
+    "soft update toward the target (arguments swapped)": (
+        ["baselines/td3_lstm_mujoco.py"], "_foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)",
+        "_foreach_lerp_(list(net.parameters()), list(target.parameters()), tau)"),
 }  # fmt: skip
 for name, (files, old, new) in M.items():
     d = os.path.join("/tmp", "speed_mutation")

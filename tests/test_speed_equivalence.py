@@ -1,6 +1,7 @@
 """Issue 10's speed changes against the plain versions they replaced, kept here as the reference: the batch-first
 attention of EncoderLayer (against nn.MultiheadAttention with the same parameters), fused Adam (against the
-per-parameter loop), and qf1 frozen during the actor and critic-ascent losses (against the update as it was).
+per-parameter loop), the soft update as one foreach call (against a lerp_ per parameter), and qf1 frozen during the
+actor and critic-ascent losses (against the update as it was).
 Same outputs, gradients and parameters after several updates to float32 rounding, in td3_accel_mujoco.py and the
 baselines. benchmarks/bench_updates.py times them. The LSTM's own changes: tests/test_lstm_speed_equivalence.py."""
 
@@ -306,3 +307,22 @@ def test_train_transformer_with_critic_ascent_equals_plain():
             torch.testing.assert_close(a[k], b[k], **TOL)
     for i in (0, 1):
         assert_same_parameters(runs["new"][i], runs["plain"][i])
+
+
+def test_soft_update_equals_lerp_loop():
+    """Every script's soft_update (one torch._foreach_lerp_) against a lerp_ per parameter: the same values to the
+    bit; networks that do not match fail."""
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    for name in SCRIPTS:
+        torch.manual_seed(0)
+        net, target = (m.make_transformer(5, low, high, m.Args(dim_model=16, dim_feedforward=32)) for _ in range(2))
+        ref = [p.clone() for p in target.parameters()]
+        with torch.no_grad():
+            for p, tp in zip(net.parameters(), ref, strict=True):
+                tp.lerp_(p, 0.005)
+        load(name).soft_update(net, target, 0.005)
+        for got, want in zip(target.parameters(), ref, strict=True):
+            assert torch.equal(got, want)
+        assert not torch.equal(next(target.parameters()), next(net.parameters()))
+        with pytest.raises(RuntimeError):
+            load(name).soft_update(m.QNetwork(5, 2), net, 0.005)
