@@ -305,8 +305,14 @@ class LSTMActor(nn.Module):
 @torch.no_grad()
 def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
     """theta' <- tau * theta + (1 - tau) * theta'."""
-    for p, tp in zip(net.parameters(), target.parameters(), strict=True):
-        tp.lerp_(p, tau)
+    # one foreach call: 3-5x faster than a lerp_ per parameter on the CPU (BENCHMARKS.md); same values
+    torch._foreach_lerp_(list(target.parameters()), list(net.parameters()), tau)
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam as one fused kernel over all parameters: the same update, ~4x faster than the default per-parameter loop
+    on the CPU (BENCHMARKS.md, tests/test_speed_equivalence.py)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -512,8 +518,8 @@ def main(args: Args) -> None:
                                         for _ in range(4))  # fmt: skip
     for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
         target.load_state_dict(net.state_dict())
-    q_optimizer = torch.optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+    actor_optimizer = adam(actor.parameters(), args.learning_rate)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
     print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
 

@@ -333,12 +333,13 @@ class Recorder:
 @pytest.fixture(scope="module")
 def loop_run(tmp_path_factory):
     rec = Recorder()
+    # T's samples as acted (--bc-state-noise 0); the noisy path has its own test
     args = dataclasses.replace(
         m.Args(), env_id=ENV_ID, accel_steps=LOOP_ACCEL, learning_starts=LOOP_STARTS, finetune_steps=LOOP_FINETUNE,
         eval_frequency=10**6, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000, dim_model=32,
         dim_feedforward=64, lstm_hidden_size=8, num_threads=1, bc_frequency=4, bc_target="behavior", history_len=H,
         context_len=K, bc_state_noise=0.0, run_dir=str(tmp_path_factory.mktemp("loop")),
-    )  # fmt: skip  (T's samples as acted; the noisy path has its own test)
+    )  # fmt: skip
     m.main(args, on_step=rec)
     return args, rec
 

@@ -1,0 +1,320 @@
+"""The update phase of every training script, before and after a change, on a fixed workload (issue 10).
+
+Per path, the work the main loop does per environment step once learning runs (replay sample, TD3 update,
+and for stage 1 the transformer's BC step every --bc-frequency steps, amortised), Hopper sizes (obs 11,
+action 3), batch 256, one torch thread. "before" is the scripts at git revision --before (loaded from
+`git show`), "after" the working tree; both run in this process, alternating within each round, and each
+round also measures the matmul rate (a 256x256x256 product). The arithmetic limit of a path is its matmul
+FLOPs per environment step (counted by torch.utils.flop_counter on the "before" version: the network shapes,
+policy and BC frequencies included) at that rate; the figure to quote is limit / measured time.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 5 --steps 16
+    OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --memory   # peak RSS against --buffer-size
+    OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --candidates   # Adam and soft-update variants alone
+
+--memory runs each path in a fresh process with its replay buffer filled to the given size and reports
+the process's peak RSS (ru_maxrss) after a few updates. Never imported by the training scripts.
+"""
+
+import argparse
+import importlib.util
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
+# path: (script, its default replay-buffer size for this path)
+PATHS = {
+    "accel stage 1 (MLP TD3 + BC)": ("td3_accel_mujoco.py", 500_000),
+    "accel stage 2 (transformer TD3)": ("td3_accel_mujoco.py", 100_000),
+    "baseline MLP": ("baselines/td3_mlp_mujoco.py", 500_000),
+    "baseline transformer": ("baselines/td3_transformer_mujoco.py", 500_000),
+    "baseline LSTM": ("baselines/td3_lstm_mujoco.py", 500_000),
+}
+MEMORY_SIZES = [10_000, 15_000, 20_000, 100_000, 500_000]
+
+
+def load(script: str, rev: str | None):
+    """The script as a module: the working tree's, or its text at git revision `rev`."""
+    path = os.path.join(ROOT, script)
+    if rev is not None:
+        text = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{script}"], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+        path = os.path.join(tempfile.mkdtemp(prefix="bench_updates_"), os.path.basename(script))
+        with open(path, "w") as f:
+            f.write(text)
+    name = f"bench_{os.path.basename(script)[:-3]}_{rev or 'worktree'}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def adam(mod, params, lr):
+    """The optimizer as the script's main() builds it (its `adam` helper where it has one)."""
+    return mod.adam(params, lr) if hasattr(mod, "adam") else torch.optim.Adam(params, lr=lr)
+
+
+def fill(mod, size: int, episode_len: int = 200):
+    """The path's replay buffer, full, random transitions in episodes of `episode_len` (windows get padded)."""
+    rb = mod.ReplayBuffer(size, OBS_DIM, ACT_DIM, "cpu")
+    rng = np.random.default_rng(0)
+    for start in range(0, size, 10_000):  # in chunks: no buffer-sized temporary counts in the peak RSS
+        n, step = min(10_000, size - start), np.arange(start, min(start + 10_000, size)) % episode_len
+        chunk = {"obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
+                 "next_obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
+                 "actions": rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
+                 "rewards": rng.standard_normal(n, dtype=np.float32),
+                 "terminations": (step == episode_len - 1).astype(np.float32)}  # fmt: skip
+        if hasattr(rb, "episode_step"):
+            chunk["episode_step"] = step
+        for k, v in chunk.items():
+            getattr(rb, k)[start : start + n] = v
+    rb.ptr, rb.count = 0, size
+    return rb
+
+
+def build(path: str, mod, buffer_size: int):
+    """The networks, optimizers and buffer of `path`; returns step(i), the work of environment step i."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    low, high = -np.ones(ACT_DIM, np.float32), np.ones(ACT_DIM, np.float32)
+    rb = fill(mod, buffer_size)
+    if "LSTM" in path:
+        args = mod.Args(env_id="Hopper-v4")
+        actor, actor_t = (mod.LSTMActor(OBS_DIM, low, high, args.lstm_hidden_size) for _ in range(2))
+        qs = [mod.LSTMQNetwork(OBS_DIM, ACT_DIM, args.lstm_hidden_size) for _ in range(4)]
+    else:
+        args = mod.Args(env_id="Hopper-v4")
+        qs = [mod.QNetwork(OBS_DIM, ACT_DIM) for _ in range(4)]
+        if "transformer" in path:
+            actor, actor_t = (mod.make_transformer(OBS_DIM, low, high, args) for _ in range(2))
+            actor.eval()
+            actor_t.eval()
+        else:
+            actor, actor_t = mod.Actor(OBS_DIM, low, high), mod.Actor(OBS_DIM, low, high)
+    actor_t.load_state_dict(actor.state_dict())
+    for q, qt in zip(qs[:2], qs[2:], strict=True):
+        qt.load_state_dict(q.state_dict())
+    q_opt = adam(mod, list(qs[0].parameters()) + list(qs[1].parameters()), args.learning_rate)
+    a_opt = adam(mod, actor.parameters(), args.learning_rate)
+    nets = (actor, actor_t, *qs, q_opt, a_opt)
+
+    if path.startswith("accel stage 1"):
+        transformer, transformer_t = (mod.make_transformer(OBS_DIM, low, high, args) for _ in range(2))
+        transformer_t.load_state_dict(transformer.state_dict())
+        transformer.eval()
+        transformer_t.eval()
+        t_opt = adam(mod, transformer.parameters(), args.learning_rate)
+        traj = mod.TrajectoryBuffer(args.bc_buffer_size, args.context_len, OBS_DIM, ACT_DIM)
+        w, v, _, _ = rb.windows(np.arange(args.bc_buffer_size), args.context_len)
+        traj.windows[:], traj.valids[:], traj.count = w, v, args.bc_buffer_size
+
+        def step(i):
+            data = rb.sample(BATCH)
+            mod.td3_update(i, data, (data["obs"],), (data["next_obs"],), *nets, args)
+            if i % args.bc_frequency == 0:
+                mod.train_transformer(traj, transformer, transformer_t, t_opt, qs[0], actor, args, "cpu")
+
+    elif path.startswith("accel stage 2"):
+
+        def step(i):
+            data = rb.sample(BATCH, args.context_len)
+            actor.train()
+            mod.td3_update(i, data, (data["window"], data["valid"]), (data["next_window"], data["next_valid"]),
+                           *nets, args)  # fmt: skip
+            actor.eval()
+
+    elif path == "baseline transformer":
+
+        def step(i):
+            data = rb.sample(BATCH, args.context_len)
+            actor.train()
+            mod.td3_update(i, data, *nets, args)
+            actor.eval()
+
+    elif path == "baseline LSTM":
+
+        def step(i):
+            mod.td3_update(i, rb.sample(BATCH, args.history_len), *nets, args)
+
+    else:
+
+        def step(i):
+            mod.td3_update(i, rb.sample(BATCH), *nets, args)
+
+    return step, args
+
+
+def cycle(args) -> int:
+    """Environment steps after which the schedule repeats (policy and BC frequencies)."""
+    return int(np.lcm(args.policy_frequency, getattr(args, "bc_frequency", 1)))
+
+
+def matmul_rate(n: int = 256, reps: int = 50) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+# the LSTM baseline's hand-written recurrent products are in place, which FlopCounterMode does not count by itself
+def addmm_inplace_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+def flops_per_step(step, args) -> float:
+    n = cycle(args)
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_inplace_flop}) as fc:
+        for i in range(1, n + 1):
+            step(i)
+    return fc.get_total_flops() / n
+
+
+def candidates(rounds: int, reps: int = 50) -> None:
+    """The optimizer step and the target updates alone, on the parameters of the Table-1 transformer actor and of
+    the twin 256x256 critics: Adam as a per-parameter loop (torch's CPU default), foreach and fused; soft updates as
+    a loop of lerp_ and as one torch._foreach_lerp_."""
+    mod = load("td3_accel_mujoco.py", None)
+    low, high = -np.ones(ACT_DIM, np.float32), np.ones(ACT_DIM, np.float32)
+    nets = {
+        "transformer actor": [mod.make_transformer(OBS_DIM, low, high, mod.Args()) for _ in range(2)],
+        "twin critics": [torch.nn.ModuleList([mod.QNetwork(OBS_DIM, ACT_DIM) for _ in range(2)]) for _ in range(2)],
+    }
+    adams = {"loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+    times = {(n, k): [] for n in nets for k in [*adams, "lerp loop", "foreach_lerp"]}
+    for _ in range(rounds):
+        for name, (net, target) in nets.items():
+            params, tparams = list(net.parameters()), list(target.parameters())
+            for p in params:
+                p.grad = torch.randn_like(p)
+            for kind, kw in adams.items():
+                opt = torch.optim.Adam(params, lr=3e-4, **kw)
+                opt.step()
+                t = time.perf_counter()
+                for _ in range(reps):
+                    opt.step()
+                times[name, kind].append((time.perf_counter() - t) / reps * 1000)
+            with torch.no_grad():
+                t = time.perf_counter()
+                for _ in range(reps):
+                    for p, tp in zip(params, tparams, strict=True):
+                        tp.lerp_(p, 0.005)
+                times[name, "lerp loop"].append((time.perf_counter() - t) / reps * 1000)
+                t = time.perf_counter()
+                for _ in range(reps):
+                    torch._foreach_lerp_(tparams, params, 0.005)
+                times[name, "foreach_lerp"].append((time.perf_counter() - t) / reps * 1000)
+    print(f"ms per call, median of {rounds} rounds")
+    for (name, kind), ts in times.items():
+        print(f"{name}: {kind} {statistics.median(ts):.3f}")
+
+
+def memory_child(path: str, rev: str | None, buffer_size: int) -> None:
+    mod = load(PATHS[path][0], rev)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step, args = build(path, mod, buffer_size)
+    for i in range(1, 2 * cycle(args) + 1):
+        step(i)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{before / 1024:.1f} {peak / 1024:.1f}")
+
+
+def memory(rev: str | None, paths, sizes, label: str) -> None:
+    print(f"peak RSS (MiB) of a process that imports the {label} script, builds the path's networks, optimizers "
+          "and a full replay buffer, and runs a few updates (in parentheses: RSS after the imports)")  # fmt: skip
+    print("| path | " + " | ".join(f"{s:,}" for s in sizes) + " |")
+    for path in paths:
+        row = []
+        for size in sizes:
+            cmd = [sys.executable, __file__, "--memory-child", path, "--size", str(size)]
+            cmd += ["--before", rev] if rev else ["--before", ""]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+            row.append(f"{float(out[1]):.0f} ({float(out[0]):.0f})")
+        print(f"| {path} | " + " | ".join(row) + " |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=16, help="environment steps timed per round (a multiple of 8)")
+    p.add_argument("--before", default="33d768a", help="git revision of the 'before' scripts ('' : none)")
+    p.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of the paths")
+    p.add_argument("--memory", action="store_true", help="peak RSS against buffer size instead of timing")
+    p.add_argument("--candidates", action="store_true", help="time Adam and soft-update variants alone")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    rev = a.before or None
+    paths = [x for x in a.paths.split(",") if x]
+    if a.memory_child:
+        return memory_child(a.memory_child, rev, a.size)
+    if a.candidates:
+        return candidates(a.rounds)
+    if a.memory:
+        memory(None, paths, MEMORY_SIZES, "working tree's")
+        if rev:
+            memory(rev, paths, MEMORY_SIZES[-2:], f"{rev}")
+        return
+
+    versions = {"before": rev, "after": None} if rev else {"after": None}
+    steps, flops, times = {}, {}, {}
+    for path in paths:
+        for version, r in versions.items():
+            mod = load(PATHS[path][0], r)
+            step, args = build(path, mod, 20_000)  # timing does not depend on the size (memory does)
+            for i in range(1, cycle(args) + 1):  # warm-up
+                step(i)
+            flops[path, version] = flops_per_step(step, args)
+            steps[path, version], times[path, version] = step, []
+    rates = []
+    for r in range(a.rounds):
+        rates.append(matmul_rate())
+        for path in paths:
+            for version in versions if r % 2 == 0 else reversed(versions):
+                np.random.seed(r)
+                step = steps[path, version]
+                t = time.perf_counter()
+                for i in range(1, a.steps + 1):
+                    step(i)
+                times[path, version].append((time.perf_counter() - t) / a.steps * 1000)
+        print(f"round {r}: matmul {rates[-1]:.1f} GFLOP/s; "
+              + "; ".join(f"{path} " + "/".join(f"{times[path, v][-1]:.1f}" for v in versions) for path in paths)
+              + " ms", flush=True)  # fmt: skip
+    rate = statistics.median(rates)
+    ref = "before" if rev else "after"
+    print(f"\nmatmul rate (256x256x256, median of {a.rounds} rounds, range {min(rates):.1f}-{max(rates):.1f}): "
+          f"{rate:.1f} GFLOP/s. Limit: the {ref} version's matmul FLOPs per env step at that rate.")  # fmt: skip
+    print("| path | GFLOP per env step | limit (ms) | " + " | ".join(f"{v} (ms, median)" for v in versions)
+          + " | " + " | ".join(f"{v}: achieved/limit" for v in versions)
+          + (" | after/before (median of rounds) |" if rev else " |"))  # fmt: skip
+    for path in paths:
+        limit = flops[path, ref] / (rate * 1e9) * 1000
+        meds = {v: statistics.median(times[path, v]) for v in versions}
+        row = f"| {path} | {flops[path, ref] / 1e9:.3f} | {limit:.2f} | "
+        row += " | ".join(f"{meds[v]:.2f}" for v in versions) + " | "
+        row += " | ".join(f"{limit / meds[v]:.2f}" for v in versions) + " |"
+        if rev:
+            ratio = statistics.median(x / y for x, y in zip(times[path, "after"], times[path, "before"], strict=True))
+            row += f" {ratio:.2f} |"
+        print(row)
+    if rev:
+        for path in paths:
+            if flops[path, "after"] != flops[path, "before"]:
+                print(f"{path}: the after version executes {flops[path, 'after'] / 1e9:.3f} GFLOP per env step")
+
+
+if __name__ == "__main__":
+    main()
