@@ -27,7 +27,8 @@ from baselines import td3_lstm_mujoco as baseline  # noqa: E402
 
 ENV_ID = "Hopper-v4"  # falls within a few random steps: many episode boundaries
 TINY = ["--batch-size", "32", "--buffer-size", "64", "--accel-buffer-size", "1000", "--dim-model", "32",
-        "--dim-feedforward", "64", "--lstm-hidden-size", "8", "--eval-episodes", "1", "--num-threads", "1"]  # fmt: skip
+        "--dim-feedforward", "64", "--lstm-hidden-size", "8", "--eval-episodes", "1", "--num-threads", "1",
+        "--critic-warmup", "20"]  # fmt: skip
 ACCEL_STEPS, FINETUNE_STEPS = 400, 60
 FULL_RUN = ["--env-id", ENV_ID, "--accel-steps", ACCEL_STEPS, "--learning-starts", 200, "--finetune-steps",
             FINETUNE_STEPS, "--bc-frequency", 8, "--eval-frequency", 200, "--log-frequency", 50, "--critic-ascent",
@@ -338,7 +339,7 @@ def loop_run(tmp_path_factory):
         m.Args(), env_id=ENV_ID, accel_steps=LOOP_ACCEL, learning_starts=LOOP_STARTS, finetune_steps=LOOP_FINETUNE,
         eval_frequency=10**6, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000, dim_model=32,
         dim_feedforward=64, lstm_hidden_size=8, num_threads=1, bc_frequency=4, bc_target="behavior", history_len=H,
-        context_len=K, bc_state_noise=0.0, run_dir=str(tmp_path_factory.mktemp("loop")),
+        context_len=K, bc_state_noise=0.0, critic_warmup=20, run_dir=str(tmp_path_factory.mktemp("loop")),
     )  # fmt: skip
     m.main(args, on_step=rec)
     return args, rec

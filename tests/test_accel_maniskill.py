@@ -197,7 +197,7 @@ def test_loop_keeps_windows_and_replay_per_env_under_autoreset(tmp_path, monkeyp
     tiny = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, finetune_steps=30, learning_starts=15,
                 batch_size=8, finetune_batch_size=8, buffer_size=12, accel_buffer_size=300, dim_model=16,
                 dim_feedforward=16, num_threads=1, eval_frequency=30, log_frequency=15, bc_frequency=3,
-                bc_state_noise=0.0, bc_buffer_size=50, critic_ascent=True)  # fmt: skip
+                bc_state_noise=0.0, bc_buffer_size=50, critic_ascent=True, critic_warmup=6)  # fmt: skip
     args = dataclasses.replace(m.Args(), **tiny, run_dir=str(tmp_path))
     check = LoopChecker()
     m.main(args, on_step=check)
@@ -221,7 +221,7 @@ TINY_RUN = [
     "--num-envs", 2, "--num-eval-envs", 1, "--eval-episodes", 1, "--accel-steps", 100, "--finetune-steps", 50,
     "--learning-starts", 40, "--batch-size", 32, "--finetune-batch-size", 32, "--buffer-size", 64,
     "--accel-buffer-size", 1000, "--dim-model", 32, "--dim-feedforward", 64, "--eval-frequency", 100,
-    "--log-frequency", 50, "--num-threads", 1, "--critic-ascent",
+    "--log-frequency", 50, "--num-threads", 1, "--critic-ascent", "--critic-warmup", 10,
 ]  # fmt: skip
 
 
