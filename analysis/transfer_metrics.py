@@ -1,6 +1,7 @@
 """Transfer figures of td3_accel_mujoco.py runs (the transfer study in RESULTS.md), per run and per environment.
 
-    python analysis/transfer_metrics.py runs/transfer_before runs/transfer_after runs/transfer_sn --plot results/transfer.png
+    python analysis/transfer_metrics.py runs/transfer_before runs/transfer_after runs/transfer_sn \
+        --plot results/transfer.png
     python analysis/transfer_metrics.py runs/handover --stage1-from runs/transfer_after
 
 With R the mean return of a uniform random policy (20 episodes), A and T1 the means of the accelerator's and the
