@@ -20,14 +20,6 @@ import td3_accel_mujoco as m  # noqa: E402
 K, ACCEL, STARTS, FINETUNE = 3, 500, 200, 100  # ACCEL even: the first stage-2 step does no soft update
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_state():
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-
-
 def run_main(tmp_path, on_step, **kw):
     tiny = dict(env_id="Pendulum-v1", accel_steps=ACCEL, learning_starts=STARTS, finetune_steps=FINETUNE,
                 eval_frequency=250, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000,

@@ -36,14 +36,6 @@ FULL_RUN = ["--env-id", ENV_ID, "--accel-steps", ACCEL_STEPS, "--learning-starts
 LINE = re.compile(r"^td3_accel_lstm_pomdp\.py: error: .+$")
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_state():
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-
-
 def checked(proc, rc=0):
     assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -36,14 +36,6 @@ LINE = re.compile(r"^td3_accel_maniskill\.py: error: .+$")
 K = 3
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_state():
-    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # A fake vector env: observations say which env, which episode and which step they come from
 class FakeEnv(gym.Env):
