@@ -358,21 +358,11 @@ def check_one_error_line(case, rc, stderr, fragment, run_dir):
     assert run_dirs(run_dir) == [], "no run directory may be created for bad input"
 
 
-@pytest.fixture
-def keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line(full_run, tmp_path, monkeypatch, capsys, keep_torch_threads, case):
-    """In-process through cli() (what `python td3_accel_mujoco.py` runs), to skip the interpreter start-up."""
+def test_bad_input_exits_2_with_one_line(full_run, tmp_path, case):
     argv, fragment, run_dir = bad_argv(full_run, tmp_path, case)
-    monkeypatch.setattr(sys, "argv", ["td3_accel_mujoco.py", *map(str, argv)])
-    rc = m.cli()
-    captured = capsys.readouterr()
-    check_one_error_line(case, rc, captured.err, fragment, run_dir)
+    proc = run_cli(m, argv)
+    check_one_error_line(case, proc.returncode, proc.stderr, fragment, run_dir)
 
 
 @pytest.mark.parametrize("case", ["checkpoint of another env"])  # the process exit code, once; cli() covers the rest
