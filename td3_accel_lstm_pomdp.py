@@ -681,17 +681,13 @@ def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_tar
 # ---------------------------------------------------------------------------------------------------------------
 # Acting and evaluation
 @torch.no_grad()
-def transformer_act(transformer, window: EpisodeWindow, device) -> np.ndarray:
-    w = torch.as_tensor(window.obs[None], device=device)
-    v = torch.as_tensor(window.valid[None], device=device)
-    return transformer(w, v)[0].cpu().numpy()
-
-
-@torch.no_grad()
 def lstm_act(actor, window: EpisodeWindow, device) -> np.ndarray:
     w = torch.as_tensor(window.obs[None], device=device)
     v = torch.as_tensor(window.valid[None], device=device)
     return actor(w, v)[0].cpu().numpy()
+
+
+transformer_act = lstm_act  # the same call: both actors read (window, valid); lstm_act is the baseline's copy
 
 
 def act(stage: int, global_step: int, window: EpisodeWindow, actor, transformer, action_space, args: Args,
