@@ -886,7 +886,6 @@ def main(args: Args, on_step=None) -> None:
                 data = rb.sample(args.batch_size)
                 losses = td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor, actor_target, qf1,
                                     qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
-                stage_losses.update(losses)
             updates_owed -= int(updates_owed)
             for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
                 losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
@@ -903,7 +902,6 @@ def main(args: Args, on_step=None) -> None:
                                     qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
                                     train_actor)  # fmt: skip
                 transformer.eval()
-                stage_losses.update(losses)
             updates_owed -= int(updates_owed)
         check_finite(losses, global_step)
         stage_losses.update(losses)
