@@ -112,6 +112,17 @@ def load_events(run_path: str):
     return ea
 
 
+def load_run_events(run_path: str):
+    """EventAccumulator over a whole run directory, as TensorBoard reads it: a resumed run has one event file per
+    process, and the purge marker each resumed writer left (purge_step) drops what the interrupted one logged after
+    its saved step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(run_path, size_guidance={"scalars": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
 def scalars(ea, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in ea.Scalars(tag)]
 
