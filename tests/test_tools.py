@@ -1,0 +1,434 @@
+"""tools/plot_runs.py on synthetic TensorBoard runs written with torch's SummaryWriter, and tools/grid.py with a fake
+training script (the real scripts' flags, run directories, final.pt/resume.pt and exit codes, in a few lines) plus
+one short real run of td3_accel_mujoco.py."""
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from accel_helpers import REPO_ROOT, TINY_ACCEL, subprocess_env
+
+from tools import plot_runs
+
+# ---------------------------------------------------------------------------------------------------------- plot_runs
+STEPS = [100, 200, 300, 400, 500]
+OFFSET = {"EnvA-v0": 0.0, "EnvB-v0": 1000.0}
+
+
+def transformer_value(env: str, seed: int, step: int) -> float:
+    """Rising with the step, with a peak at step 200 that is each seed's best (and not its final) value."""
+    return OFFSET[env] + 10 * seed + step / 100 + (7 * seed if step == 200 else 0)
+
+
+def mlp_value(env: str, seed: int, step: int) -> float:
+    return OFFSET[env] + 5 * seed + step / 50
+
+
+def write_events(path: str, scalars: dict, hparams: dict | None = None, purge_step: int | None = None) -> None:
+    """One event file in `path`, written by TensorBoard's writer (in a folder of its own, then moved, so that the
+    files of a resumed run sort in the order they were written whatever the writer's counter)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tmp = path + ".writing"
+    writer = SummaryWriter(tmp, purge_step=purge_step)
+    if hparams is not None:
+        rows = "\n".join(f"|{k}|{v}|" for k, v in hparams.items())
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)  # as the scripts log it
+    for tag, points in scalars.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+    os.makedirs(path, exist_ok=True)
+    (name,) = os.listdir(tmp)
+    order = len([f for f in os.listdir(path) if f.startswith("events.out")])
+    shutil.move(os.path.join(tmp, name), os.path.join(path, f"events.out.tfevents.{1000 + order}.host.1.{order}"))
+    os.rmdir(tmp)
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    """Two envs x two methods x seeds 1-3 under root/study, and a ManiSkill-like run under root/other:
+    - accel on EnvA, seed 3 is shorter (stops at step 300);
+    - accel on EnvB, seed 1 was resumed: its first process logged junk after step 300, purged by the second's
+      purge_step 301;
+    - mlp on EnvB, seed 2 has not evaluated yet (no eval/return);
+    - mlp on EnvA, seed 1 has an older, abandoned run directory with other values (the newest counts)."""
+    root = tmp_path_factory.mktemp("runs")
+    study = os.path.join(root, "study")
+    for env in OFFSET:
+        for seed in (1, 2, 3):
+            steps = STEPS[:3] if (env, seed) == ("EnvA-v0", 3) else STEPS
+            name = os.path.join(study, f"{env}__accel__{seed}__{1700000000 + seed}")
+            curve = {"eval/transformer_return": [(s, transformer_value(env, seed, s)) for s in steps],
+                     "eval/accelerator_return": [(s, -transformer_value(env, seed, s)) for s in steps[:2]]}  # fmt: skip
+            hp = {"exp_name": "accel", "seed": seed, "buffer_size": 64}
+            if (env, seed) == ("EnvB-v0", 1):
+                junk = {tag: [(s, v + 500) if s > 300 else (s, v) for s, v in points] for tag, points in curve.items()}
+                write_events(name, junk, hp)
+                write_events(name, {"eval/transformer_return": curve["eval/transformer_return"][3:]}, purge_step=301)
+            else:
+                write_events(name, curve, hp)
+            name = os.path.join(study, f"{env}__mlp__{seed}__{1700000000 + seed}")
+            if (env, seed) == ("EnvB-v0", 2):
+                write_events(name, {"charts/episodic_return": [(50, 1.0)]}, {"exp_name": "mlp", "buffer_size": 99})
+            else:
+                write_events(name, {"eval/return": [(s, mlp_value(env, seed, s)) for s in STEPS]}, {"buffer_size": 99})
+    write_events(os.path.join(study, "EnvA-v0__mlp__1__1600000000"), {"eval/return": [(s, 9999.0) for s in STEPS]})
+    other = os.path.join(root, "other", "PushCube-v1__accel__1__1700000000")
+    write_events(other, {"eval/transformer_success_once": [(100, 0.25), (200, 0.5)],
+                         "eval/transformer_return": [(100, 3.0), (200, 4.0)]})  # fmt: skip
+    os.makedirs(os.path.join(root, "empty"))
+    return str(root)
+
+
+def table_rows(text: str) -> dict:
+    """{(env, method, curve): (seeds, step, final mean, final std, best mean, best std)}"""
+    rows = {}
+    for line in text.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[tuple(cells[:3])] = (int(cells[3]), int(cells[4]), *map(float, cells[5:]))
+    return rows
+
+
+def expected(series: list[list[float]]) -> tuple:
+    """Seeds x steps values -> (seeds, final mean, final std, best mean, best std), std over seeds with ddof=0."""
+    finals, bests = [s[-1] for s in series], [max(s) for s in series]
+    return len(series), *(f(v) for v in (finals, bests) for f in (statistics.mean, statistics.pstdev))
+
+
+def run_plot(capsys, *argv) -> tuple[int, str, str]:
+    rc = plot_runs.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_table_equals_hand_computed_stats_and_png_is_written(runs_root, capsys, tmp_path):
+    png = tmp_path / "curves.png"
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--out", png)
+    assert rc == 0, err
+    rows = table_rows(out)
+    want = {
+        # EnvA accel: seed 3 stops at 300, so the curve ends there for all three (common steps)
+        ("EnvA-v0", "accel", "transformer_return"): (300, [[transformer_value("EnvA-v0", s, t) for t in STEPS[:3]]
+                                                           for s in (1, 2, 3)]),
+        ("EnvA-v0", "accel", "accelerator_return"): (200, [[-transformer_value("EnvA-v0", s, t) for t in STEPS[:2]]
+                                                           for s in (1, 2, 3)]),
+        # EnvB accel: seed 1's values after step 300 are its second process's, not the purged junk
+        ("EnvB-v0", "accel", "transformer_return"): (500, [[transformer_value("EnvB-v0", s, t) for t in STEPS]
+                                                           for s in (1, 2, 3)]),
+        # EnvA mlp: seed 1 from its newest run directory, not the abandoned one with 9999
+        ("EnvA-v0", "mlp", "return"): (500, [[mlp_value("EnvA-v0", s, t) for t in STEPS] for s in (1, 2, 3)]),
+        # EnvB mlp: seed 2 has no eval/return, the curve is seeds 1 and 3
+        ("EnvB-v0", "mlp", "return"): (500, [[mlp_value("EnvB-v0", s, t) for t in STEPS] for s in (1, 3)]),
+        # ManiSkill-like env: success rate, not return, where the runs log it
+        ("PushCube-v1", "accel", "transformer_success_once"): (200, [[0.25, 0.5]]),
+    }  # fmt: skip
+    for key, (step, series) in want.items():
+        seeds, final_mean, final_std, best_mean, best_std = expected(series)
+        got = rows.pop(key)
+        assert got[:2] == (seeds, step), key
+        assert got[2:] == pytest.approx((final_mean, final_std, best_mean, best_std), abs=1e-5), key
+    assert rows.keys() == {("EnvB-v0", "accel", "accelerator_return")}  # the one left, nothing else
+    assert ("PushCube-v1", "accel", "transformer_return") not in rows
+    # the peak at step 200 is each transformer seed's best, not its final value
+    assert table_rows(out)[("EnvB-v0", "accel", "transformer_return")][4] > 1000 + 20 + 5
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    notes = err.strip().splitlines()
+    assert all(line.startswith("plot_runs: ") for line in notes)
+    assert any("EnvB-v0__mlp__2__" in line and "no eval/return" in line for line in notes)
+    assert any("seeds end at steps 300 to 500" in line for line in notes)
+    assert any("replaces the older" in line and "1600000000" in line for line in notes)
+    assert "wrote" in notes[-1]
+
+
+def test_method_from_root_and_hyperparameter_filters_and_tags(runs_root, capsys):
+    rc, out, _ = run_plot(capsys, runs_root, "--table", "--method-from", "root,exp_name,buffer_size",
+                          "--envs", "EnvA*", "--tags", "eval/return")  # fmt: skip
+    assert rc == 0
+    rows = table_rows(out)
+    # the abandoned run logged no hyperparameters: a method of its own
+    assert set(rows) == {
+        ("EnvA-v0", "study/mlp/buffer_size=99", "return"),
+        ("EnvA-v0", "study/mlp/buffer_size=?", "return"),
+    }
+    assert rows[("EnvA-v0", "study/mlp/buffer_size=99", "return")][0] == 3
+    rc, out, _ = run_plot(capsys, runs_root, "--table", "--methods", "acc*", "--metric", "return")
+    assert rc == 0
+    assert {key[:2] for key in table_rows(out)} == {("EnvA-v0", "accel"), ("EnvB-v0", "accel"),
+                                                     ("PushCube-v1", "accel")}  # fmt: skip
+    assert ("PushCube-v1", "accel", "transformer_return") in table_rows(out)
+
+
+def test_interpolation_aligns_seeds_evaluated_at_different_steps(tmp_path, capsys):
+    write_events(str(tmp_path / "EnvC-v0__x__1__1"), {"eval/return": [(0, 0.0), (100, 10.0), (200, 20.0)]})
+    write_events(str(tmp_path / "EnvC-v0__x__2__1"), {"eval/return": [(50, 5.0), (150, 35.0), (250, 45.0)]})
+    rc, _, err = run_plot(capsys, tmp_path, "--table")
+    assert rc == 2 and "share no step; try --align interp" in err
+    rc, out, _ = run_plot(capsys, tmp_path, "--table", "--align", "interp", "--digits", 6)
+    assert rc == 0
+    # union of the steps within [50, 200]: 50, 100, 150, 200; seed 2 at 100 and 200 is interpolated
+    seed1, seed2 = [5.0, 10.0, 15.0, 20.0], [5.0, 20.0, 35.0, 40.0]
+    seeds, final_mean, final_std, best_mean, best_std = expected([seed1, seed2])
+    got = table_rows(out)[("EnvC-v0", "x", "return")]
+    assert got[:2] == (seeds, 200)
+    assert got[2:] == pytest.approx((final_mean, final_std, best_mean, best_std))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["missing"], "missing: no such folder"),
+        (["empty"], "no run directories"),
+        (["study", "--tags", "eval/nope"], "unknown tag eval/nope: the runs log eval/accelerator_return"),
+        (["study", "--method-from", "exp_name,nope"], "--method-from nope: not a logged hyperparameter"),
+        (["study", "--envs", "Nope*"], "--envs Nope* matches none"),
+        (["study", "--methods", "nope"], "--methods nope matches no method"),
+        (["study", "--align", "sideways"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, message):
+    argv = [os.path.join(runs_root, argv[0]), *argv[1:]]
+    rc, out, err = run_plot(capsys, *argv, "--out", tmp_path / "x.png")
+    assert rc == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("plot_runs: error: ") and message in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_runs_command_line_exit_code(tmp_path):
+    result = subprocess.run([sys.executable, "tools/plot_runs.py", str(tmp_path / "missing")], cwd=REPO_ROOT,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"plot_runs: error: {tmp_path / 'missing'}: no such folder"
+
+
+# ---------------------------------------------------------------------------------------------------------- grid
+FAKE_SCRIPT = '''
+"""A stand-in for a training script: the flags the grid sets, run directories, final.pt/accelerated.pt/resume.pt and
+exit codes 0 (done), 1 (crashed), 3 (interrupted, resume.pt written). Its env id says how it behaves: Crash-v0
+fails, Stop-v0 is interrupted on its first start and finishes when resumed; --sleep waits, SIGTERM interrupts."""
+import argparse, json, os, signal, sys, time
+
+RESUME_SAFE = ("total_steps", "num_threads", "resume")
+p = argparse.ArgumentParser()
+for flag in ("--env-id", "--exp-name", "--run-dir", "--resume", "--other"):
+    p.add_argument(flag)
+for flag in ("--seed", "--num-threads", "--total-steps", "--finetune-steps"):
+    p.add_argument(flag, type=int, default=1)
+p.add_argument("--sleep", type=float, default=0.0)
+a = p.parse_args()
+if a.resume:
+    path = a.resume
+else:
+    path = os.path.join(a.run_dir, f"{a.env_id}__{a.exp_name}__{a.seed}__{int(time.time())}")
+    while os.path.exists(path):
+        path += "_"
+root = os.path.dirname(path)
+call = {"argv": sys.argv[1:], "omp": os.environ.get("OMP_NUM_THREADS"), "dir": path, "start": time.time()}
+
+
+def finish(rc, files):
+    for name in files:
+        open(os.path.join(path, name), "w").close()
+    if rc == 0 and os.path.exists(os.path.join(path, "resume.pt")):
+        os.remove(os.path.join(path, "resume.pt"))
+    call.update(end=time.time(), rc=rc)
+    with open(os.path.join(root, "calls.jsonl"), "a") as f:
+        f.write(json.dumps(call) + "\\n")
+    sys.exit(rc)
+
+
+signal.signal(signal.SIGTERM, lambda *_: finish(3, ["resume.pt"]))
+os.makedirs(path, exist_ok=True)  # after the handler: a test that sees the directory may send SIGTERM
+print("fake run", path, flush=True)
+time.sleep(a.sleep)
+if a.env_id == "Crash-v0":
+    print("boom: the fake run crashed", flush=True)
+    finish(1, [])
+if a.env_id == "Stop-v0" and not a.resume:
+    finish(3, ["resume.pt"])
+finish(0, ["accelerated.pt"] if a.finetune_steps == 0 else ["final.pt"])
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+    path = tmp_path / "fake_train.py"
+    path.write_text(textwrap.dedent(FAKE_SCRIPT))
+    return str(path)
+
+
+def grid(*argv, timeout=60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tools/grid.py", *map(str, argv)], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def calls(root) -> list[dict]:
+    path = os.path.join(root, "calls.jsonl")
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def make_run_dir(root, name: str, *files: str) -> str:
+    path = os.path.join(root, name)
+    os.makedirs(path)
+    for f in files:
+        open(os.path.join(path, f), "w").close()
+    return path
+
+
+def test_dry_run_shows_what_each_run_would_do_and_runs_nothing(tmp_path, fake):
+    root = tmp_path / "grid"
+    make_run_dir(root, "A-v0__two__1__100", "final.pt")  # complete
+    make_run_dir(root, "A-v0__two__2__100", "accelerated.pt")  # stage 2 never ran: not complete, no resume.pt
+    old = make_run_dir(root, "A-v0__one__2__100", "resume.pt")
+    new = make_run_dir(root, "A-v0__one__2__200", "resume.pt")  # the newest resumable one
+    make_run_dir(root, "A-v0__zero__1__100", "accelerated.pt")  # --finetune-steps 0: accelerated.pt is the end
+    make_run_dir(root, "A-v0__zero__2__100", "accelerated.pt", "resume.pt")  # killed between the two writes
+    argv = ["--root", root, "--envs", "A-v0", "--seeds", 1, 2, "--method", f"one:{fake}:--other x",
+            "--method", f"two:{fake}", "--method", f"zero:{fake}:--finetune-steps 0", "--dry-run"]  # fmt: skip
+    result = grid(*argv, "--", "--total-steps", 7, "--other", "y")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    statuses = ["fresh", "complete", "complete", "resume", "fresh", "resume"]
+    assert [line.split()[:2] for line in lines[:-1]] == [[str(i), s] for i, s in enumerate(statuses)]
+    assert lines[-1] == "6 runs: 2 complete, 2 to resume, 2 to start"
+    assert f"--env-id A-v0 --seed 1 --exp-name one --run-dir {root} --num-threads 1 --other x --total-steps 7 " \
+           f"--other y >> {root}/logs/A-v0__one__1.log 2>&1" in lines[0]  # fmt: skip
+    assert lines[0].startswith("0 fresh OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ")
+    # a resumed run gets only the flags the script lets it change (RESUME_SAFE), not --other
+    assert lines[3].split(" >> ")[0].endswith(f"{fake} --resume {new} --num-threads 1 --total-steps 7")
+    assert old not in result.stdout
+    assert calls(root) == []
+    one = grid(*argv, "--index", 3, "--", "--total-steps", 7, "--other", "y")
+    assert one.stdout.splitlines() == [lines[3], "1 runs: 0 complete, 1 to resume, 0 to start"]
+
+
+def test_skips_complete_runs_resumes_interrupted_ones_and_reports_failures(tmp_path, fake):
+    root = tmp_path / "grid"
+    done = make_run_dir(root, "Ok-v0__m__1__100", "final.pt")
+    argv = ["--root", root, "--seeds", 1, 2, "--method", f"m:{fake}", "--jobs", 2]
+    first = grid(*argv, "--envs", "Ok-v0", "Stop-v0", "Crash-v0")
+    assert first.returncode == 1
+    out = first.stdout
+    assert "grid: 2/6 done (1 skipped), 0 running, 2 failed, 2 interrupted, 0 left, elapsed" in out
+    assert "failed: run 2, Crash-v0 m seed 1 (exit 1), log " in out and "failed: run 5, Crash-v0 m seed 2" in out
+    assert "FAILED (exit 1) after " in out and "boom: the fake run crashed" in out  # the log's last line
+    assert "interrupted: run 1, Stop-v0 m seed 1" in out
+    log = (root / "logs" / "Crash-v0__m__1.log").read_text()
+    assert "grid run 2 (fresh)" in log and "boom" in log
+    made = calls(root)
+    assert len(made) == 5 and done not in {c["dir"] for c in made}  # Ok-v0 seed 1 was complete
+    for c in made:
+        assert c["omp"] == "1"
+        assert c["argv"][:10] == ["--env-id", c["argv"][1], "--seed", c["argv"][3], "--exp-name", "m",
+                                  "--run-dir", str(root), "--num-threads", "1"]  # fmt: skip
+    stopped = sorted(c["dir"] for c in made if c["rc"] == 3)
+
+    second = grid(*argv, "--envs", "Ok-v0", "Stop-v0")
+    assert second.returncode == 0, second.stdout
+    resumed = calls(root)[len(made) :]
+    assert sorted(c["argv"][:2] for c in resumed) == [["--resume", d] for d in stopped]
+    assert all(c["argv"][2:] == ["--num-threads", "1"] and c["rc"] == 0 for c in resumed)
+    assert "resuming " + stopped[0] in second.stdout
+    assert second.stdout.strip().splitlines()[-1].startswith("grid: 4/4 done (2 skipped), 0 running, 0 failed, 0 left")
+
+    third = grid(*argv, "--envs", "Ok-v0", "Stop-v0")
+    assert third.returncode == 0 and len(calls(root)) == len(made) + 2  # nothing left to run
+    assert "4/4 done (4 skipped)" in third.stdout
+
+
+def test_runs_in_parallel_with_jobs_2(tmp_path, fake):
+    root = tmp_path / "grid"
+    result = grid("--root", root, "--envs", "A-v0", "B-v0", "--seeds", 1, 2, "--method", f"m:{fake}:--sleep 1",
+                  "--jobs", 2)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    spans = [(c["start"], c["end"]) for c in calls(root)]
+    assert len(spans) == 4
+    most = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert most == 2  # two at a time, never more
+    assert "2 running" in result.stdout and "3 running" not in result.stdout
+
+
+def test_sigterm_asks_every_run_to_write_resume_pt(tmp_path, fake):
+    root = tmp_path / "grid"
+    argv = ["--root", str(root), "--envs", "A-v0", "--seeds", "1", "2", "3", "--method", f"m:{fake}:--sleep 60"]
+    proc = subprocess.Popen([sys.executable, "tools/grid.py", *argv, "--jobs", "2"], cwd=REPO_ROOT, text=True,
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 30
+    while len([d for d in os.listdir(root) if d.startswith("A-v0")] if root.exists() else []) < 2:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3, out
+    assert "grid: SIGTERM: no more runs start; 2 running asked to write resume.pt" in out
+    assert sorted(c["rc"] for c in calls(root)) == [3, 3]
+    assert ", 1 not started" in out and "rerun the same command" in out
+    assert all(os.path.exists(os.path.join(c["dir"], "resume.pt")) for c in calls(root))
+
+
+def test_index_runs_only_that_run(tmp_path, fake):
+    root = tmp_path / "grid"
+    argv = ["--root", root, "--envs", "A-v0", "B-v0", "--seeds", 1, "--method", f"m:{fake}"]
+    result = grid(*argv, "--index", 1)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"grid: run 1, B-v0 m seed 1: fresh, log {root}/logs/B-v0__m__1.log")
+    (call,) = calls(root)
+    assert call["argv"][:2] == ["--env-id", "B-v0"] and call["omp"] == "1"
+    assert "fake run" in (root / "logs" / "B-v0__m__1.log").read_text()
+    assert grid(*argv, "--index", 1).stdout.startswith("grid: run 1, B-v0 m seed 1: complete, ")
+    assert len(calls(root)) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "m:nope.py"], "no such script nope.py"),
+        (["--method", "m"], "expected NAME:SCRIPT[:FLAGS]"),
+        (["--method", "a__b:{fake}"], "without '__'"),
+        (["--method", "m:{fake}", "--method", "m:{fake}"], "two methods share a name"),
+        (["--method", "m:{fake}:--seed 3"], "--seed is set by the grid"),
+        (["--method", "m:{fake}", "--", "--run-dir", "x"], "--run-dir is set by the grid"),
+        (["--method", "m:{fake}", "--", "--jobs", "2"], "--jobs after -- would go to the scripts"),
+        (["--method", "m:{fake}:oops --x 1"], "'oops' comes before any --flag"),
+        (["--method", "m:{fake}", "--index", "5"], "--index 5: the grid has runs 0 to 1"),
+        (["--method", "m:{fake}", "--jobs", "0"], "--jobs and --threads must be at least 1"),
+    ],
+)
+def test_grid_bad_input_is_one_line_and_exit_2(tmp_path, fake, argv, message):
+    argv = [a.replace("{fake}", fake) for a in argv]
+    at = argv.index("--") if "--" in argv else len(argv)
+    result = grid("--root", tmp_path / "g", "--envs", "A-v0", "--seeds", 1, 2, *argv[:at], "--dry-run", *argv[at:])
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("grid: error: ")
+    assert message in result.stderr
+    assert not (tmp_path / "g").exists()
+
+
+def test_real_run_then_skip_then_plot(tmp_path, capsys):
+    """td3_accel_mujoco.py through the grid (a few seconds), rerun (skipped), then plotted."""
+    root = tmp_path / "grid"
+    at = TINY_ACCEL.index("--num-threads")  # the grid sets it
+    flags = TINY_ACCEL[:at] + TINY_ACCEL[at + 2 :]
+    tiny = " ".join([*flags, "--accel-steps", "250", "--finetune-steps", "50", "--learning-starts", "200"])
+    argv = ["--root", root, "--envs", "Pendulum-v1", "--seeds", 1, "--method", f"accel:td3_accel_mujoco.py:{tiny}",
+            "--", "--eval-frequency", 250, "--bc-frequency", 50]  # fmt: skip
+    first = grid(*argv, timeout=120)
+    assert first.returncode == 0, first.stdout + (root / "logs" / "Pendulum-v1__accel__1.log").read_text()
+    (run_dir,) = [d for d in os.listdir(root) if d.startswith("Pendulum-v1__accel__1__")]
+    assert os.path.exists(root / run_dir / "final.pt")
+    second = grid(*argv)
+    assert second.returncode == 0 and "1/1 done (1 skipped)" in second.stdout
+    rc, out, _ = run_plot(capsys, root, "--table")
+    assert rc == 0
+    rows = table_rows(out)
+    assert rows[("Pendulum-v1", "accel", "transformer_return")][:2] == (1, 300)
+    assert rows[("Pendulum-v1", "accel", "accelerator_return")][:2] == (1, 250)
