@@ -1,11 +1,15 @@
 # Baseline for "Accelerating Transformers in Online RL": TD3 with a recurrent (LSTM) actor and twin LSTM critics on
 # Gymnasium MuJoCo, trained from scratch; the usual choice for partially observable tasks (`--pomdp velocity` keeps
 # only the velocity entries of the observation). Each network reads the same left-padded window of the current
-# episode's last observations as td3_accel_mujoco.py's transformer, from a zero LSTM state. CleanRL-style: one
-# self-contained file.
+# episode's last observations as td3_accel_mujoco.py's transformer, from a zero LSTM state. `--checkpoint-frequency`
+# writes a resumable state, `--resume RUN_DIR` continues an interrupted run, SIGTERM/SIGINT write it and exit 3 (as
+# td3_accel_mujoco.py). CleanRL-style: one self-contained file.
+import glob
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -16,6 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
+               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
 
 
 @dataclass
@@ -41,6 +52,12 @@ class Args:
     """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
     run_dir: str = "runs"
     """where run directories (TensorBoard events, checkpoints) are created"""
+    checkpoint_frequency: int = 50_000
+    """write the run's resumable state (networks, optimizers, replay buffer, RNGs) to RUN_DIR/resume.pt every this
+    many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    resume: str | None = None
+    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
+    evaluation, logging, checkpoint frequency and threads may be given anew"""
 
     # Environment
     env_id: str = "HalfCheetah-v4"
@@ -96,14 +113,19 @@ class DivergenceError(Exception):
     """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
 def validate_args(args: Args) -> None:
     positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "history_len",
                 "lstm_hidden_size", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
     for name in positive:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    for name in ["learning_starts", "checkpoint_frequency"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.buffer_size < args.batch_size:
         raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
     for name in ["gamma", "tau"]:
@@ -377,6 +399,17 @@ class ReplayBuffer:
         data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, history_len)
         return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
 
+    def state_dict(self) -> dict:
+        """The filled part (the slots below `count`: a ring fills from slot 0) and the pointer."""
+        fields = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+        return {"ptr": self.ptr, "count": self.count, **{k: getattr(self, k)[: self.count] for k in fields}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            if k not in ("ptr", "count"):
+                getattr(self, k)[: len(v)] = v
+        self.ptr, self.count = state["ptr"], state["count"]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Updates
@@ -459,10 +492,42 @@ def evaluate(env, act, episodes: int, seed: int, history_len: int, step: int) ->
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
+    rename it over `path`); the previous file stays whole until the new one is."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_resume_state(run_path: str) -> dict:
+    """The resumable state of an unfinished run (--resume), checked to be this script's."""
+    path = os.path.join(run_path, RESUME_FILE)
+    if not os.path.isdir(run_path):
+        raise UsageError(f"--resume {run_path}: no such run directory")
+    if not os.path.isfile(path):
+        finished = os.path.isfile(os.path.join(run_path, "final.pt")) * " (the run finished: final.pt is there)"
+        raise UsageError(f"--resume {run_path}: no {RESUME_FILE} to resume from{finished}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} is not readable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != os.path.basename(__file__):
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} was not written by {os.path.basename(__file__)}")
+    return state
+
+
+def check_resume_args(args: Args, state: dict) -> None:
+    """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
+    for name, saved in state["args"].items():
+        if name not in RESUME_SAFE and getattr(args, name) != saved:
+            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
+                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+    if args.total_timesteps < state["global_step"]:
+        raise UsageError(f"--resume {args.resume}: --total-timesteps {args.total_timesteps} ends the run before step "
+                         f"{state['global_step']}, where it stopped")  # fmt: skip
 
 
 def versions() -> dict:
@@ -473,11 +538,22 @@ def versions() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def main(args: Args) -> None:
+def main(args: Args, on_step=None) -> None:
+    """The whole run. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests interrupt and inspect the real loop through it)."""
     validate_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-        run_name += "_"
+    state = None  # the resumable state of the run that --resume continues
+    if args.resume:
+        state = load_resume_state(args.resume)
+        check_resume_args(args, state)
+        run_path = os.path.normpath(args.resume)
+        run_name = os.path.basename(run_path)
+        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
+            os.remove(tmp)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+            run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -505,12 +581,15 @@ def main(args: Args) -> None:
             raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_path)
-    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    if state is None:
+        writer = SummaryWriter(run_path)
+        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
     actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
@@ -521,74 +600,146 @@ def main(args: Args) -> None:
     q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
     actor_optimizer = adam(actor.parameters(), args.learning_rate)
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-    print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
 
     window = EpisodeWindow(args.history_len, obs_dim)
     obs, _ = env.reset(seed=args.seed)
+    env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
+    global_step, episode_count, eval_return = 0, 0, float("nan")
+
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}  # fmt: skip
+
+    def resume_state() -> dict:
+        """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
+        episode (mid-episode: a MuJoCo state is not saved)."""
+        return {"script": os.path.basename(__file__), "global_step": global_step, "args": asdict(args),
+                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
+                "episode_count": episode_count, "episode_step": episode_step, "eval_return": eval_return,
+                # at a boundary the episode just begun is replayed: its reset from the same generator state
+                "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
+
+    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
+        global_step, episode_count, eval_return = state["global_step"], state["episode_count"], state["eval_return"]
+        for name, obj in learners().items():
+            obj.load_state_dict(state[name])
+        rb.load_state_dict(state["rb"])
+        env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
+        obs, _ = env.reset()  # no seed: from the saved generator
+        env.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        print(f"resumed {run_path} at step {global_step}", flush=True)
+        if state["episode_step"]:
+            print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
+                  "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
+    else:
+        print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
+
     window.reset(obs)
-    global_step, episode_step, episode_return, episode_count = 0, 0, 0.0, 0
-    start_time, eval_return = time.time(), float("nan")
-    while global_step < args.total_timesteps:
-        if global_step < args.learning_starts:
-            action = env.action_space.sample()
-        else:  # Gaussian exploration noise on the actor's action
-            action = lstm_act(actor, window, device)
-            action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+    episode_step, episode_return = 0, 0.0
+    start_step, start_time = global_step, time.time()
+    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
+    stop = []
 
-        check_action(action, "actor", global_step)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        rb.add(obs, next_obs, action, reward, terminated, episode_step)
-        global_step += 1
-        episode_step += 1
-        episode_return += float(reward)
-        if terminated or truncated:
-            writer.add_scalar("charts/episodic_return", episode_return, global_step)
-            writer.add_scalar("charts/episodic_length", episode_step, global_step)
-            episode_count += 1
-            obs, _ = env.reset()
-            window.reset(obs)
-            episode_step, episode_return = 0, 0.0
-        else:
-            obs = next_obs
-            window.push(obs)
+    def on_signal(signum, frame):
+        if stop:
+            os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
+        stop.append(signal.Signals(signum).name)
+        print(f"{stop[0]}: finishing step {global_step + 1}, then writing {RESUME_FILE} (again to quit at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
 
-        losses = {}
-        if global_step > args.learning_starts:
-            data = rb.sample(args.batch_size, args.history_len)
-            losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                q_optimizer, actor_optimizer, args)  # fmt: skip
-        check_finite(losses, global_step)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while global_step < args.total_timesteps:
+            if global_step < args.learning_starts:
+                action = env.action_space.sample()
+            else:  # Gaussian exploration noise on the actor's action
+                action = lstm_act(actor, window, device)
+                action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
 
-        if global_step % args.log_frequency == 0:
-            for name, value in losses.items():
-                writer.add_scalar(name, value.item(), global_step)
-            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-        if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-            eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
-                                   args.seed + 10_000 + global_step, args.history_len, global_step)  # fmt: skip
-            writer.add_scalar("eval/return", eval_return, global_step)
-            sps = int(global_step / (time.time() - start_time))
-            print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}", flush=True)
+            check_action(action, "actor", global_step)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated, episode_step)
+            global_step += 1
+            episode_step += 1
+            episode_return += float(reward)
+            if terminated or truncated:
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", episode_step, global_step)
+                episode_count += 1
+                env_rng = env.unwrapped.np_random.bit_generator.state
+                obs, _ = env.reset()
+                window.reset(obs)
+                episode_step, episode_return = 0, 0.0
+            else:
+                obs = next_obs
+                window.push(obs)
 
-    save_checkpoint(os.path.join(run_path, "final.pt"),
-                    {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                     "versions": versions(), "actor": actor.state_dict(), "actor_target": actor_target.state_dict(),
-                     "qf1": qf1.state_dict(), "qf2": qf2.state_dict(), "qf1_target": qf1_target.state_dict(),
-                     "qf2_target": qf2_target.state_dict(), "q_optimizer": q_optimizer.state_dict(),
-                     "actor_optimizer": actor_optimizer.state_dict(), "eval_return": eval_return})  # fmt: skip
-    print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
-    env.close()
-    eval_env.close()
-    writer.close()
+            losses = {}
+            if global_step > args.learning_starts:
+                data = rb.sample(args.batch_size, args.history_len)
+                losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                    q_optimizer, actor_optimizer, args)  # fmt: skip
+            check_finite(losses, global_step)
+
+            if global_step % args.log_frequency == 0:
+                for name, value in losses.items():
+                    writer.add_scalar(name, value.item(), global_step)
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
+            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
+                                       args.seed + 10_000 + global_step, args.history_len, global_step)  # fmt: skip
+                writer.add_scalar("eval/return", eval_return, global_step)
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}",
+                      flush=True)  # fmt: skip
+            if on_step is not None:
+                on_step(locals())
+            periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
+            if global_step < args.total_timesteps and (stop or periodic):
+                writer.flush()  # every event up to this step is on disk before the state that follows it
+                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
+                if stop:
+                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                      f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
+
+        save_checkpoint(os.path.join(run_path, "final.pt"),
+                        {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                         "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
+                         "eval_return": eval_return})  # fmt: skip
+        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
+            os.remove(os.path.join(run_path, RESUME_FILE))
+        print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        env.close()
+        eval_env.close()
+        writer.close()
 
 
 def cli() -> int:
     args = tyro.cli(Args)
     try:
+        if args.resume:  # the run's own flags, with those given on this command line over them
+            args = tyro.cli(Args, default=Args(**{**load_resume_state(args.resume)["args"], "resume": args.resume}))
         main(args)
     except UsageError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DivergenceError as e:
         print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, no checkpoint written", file=sys.stderr)
         return 1
