@@ -5,10 +5,15 @@
 # buffer T by behavior cloning (Algorithm 2) and, optionally, ascent on the LSTM critic (Algorithm 3).
 # Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the LSTM twin critics and their targets, with
 # a fresh, small replay buffer. CleanRL-style: everything the method needs is in this one file.
+# A run can be interrupted and resumed: --checkpoint-frequency (and SIGTERM/SIGINT, which then exit 3) write
+# RUN_DIR/resume.pt, and --resume RUN_DIR continues the run from it.
 import copy
+import glob
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -24,6 +29,13 @@ import tyro
 # critics read and how they are built, and the transformer's architecture.
 CHECKPOINT_FIELDS = ("pomdp", "history_len", "lstm_hidden_size", "context_len", "num_layers", "num_heads",
                      "dim_model", "dim_feedforward")  # fmt: skip
+# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
+               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
+               "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
 
 
 @dataclass
@@ -56,6 +68,12 @@ class Args:
     """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
     run_dir: str = "runs"
     """where run directories (TensorBoard events, checkpoints) are created"""
+    checkpoint_frequency: int = 50_000
+    """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs) to RUN_DIR/resume.pt every this
+    many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    resume: str | None = None
+    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
+    evaluation, logging, checkpoint frequency and threads may be given anew"""
 
     # Environment and stage lengths
     env_id: str = "HalfCheetah-v4"
@@ -164,6 +182,10 @@ class DivergenceError(Exception):
     """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
 def validate_args(args: Args) -> None:
     positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
                 "bc_updates", "bc_buffer_size", "history_len", "lstm_hidden_size", "context_len", "num_layers",
@@ -172,7 +194,7 @@ def validate_args(args: Args) -> None:
     for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
+    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ["accel_buffer_size", "buffer_size"]:
@@ -193,7 +215,7 @@ def validate_args(args: Args) -> None:
     # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
     if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
         raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-    if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
+    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
         raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
     if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
         raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
@@ -520,6 +542,12 @@ class TrajectoryBuffer:
         idx = np.random.randint(0, self.count, size=batch_size)
         return tuple(torch.as_tensor(x[idx], device=device) for x in (self.windows, self.valids, self.actions))
 
+    def state_dict(self) -> dict:
+        return buffer_state(self, ("windows", "valids", "actions"))
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)
+
 
 class ReplayBuffer:
     """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
@@ -581,6 +609,24 @@ class ReplayBuffer:
             data[name], data[f"{name}_valid"] = window[:, -k:], valid[:, -k:]
             data[f"next_{name}"], data[f"next_{name}_valid"] = next_window[:, -k:], next_valid[:, -k:]
         return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+
+    def state_dict(self) -> dict:
+        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)
+
+
+def buffer_state(buffer, fields) -> dict:
+    """A ring buffer's filled part (the slots below `count`: a ring fills from slot 0) and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **{k: getattr(buffer, k)[: buffer.count] for k in fields}}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k, v in state.items():
+        if k not in ("ptr", "count"):
+            getattr(buffer, k)[: len(v)] = v
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -744,10 +790,49 @@ def evaluate(env, act, episodes: int, seed: int, length: int, step: int,
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
+    rename it over `path`); the previous file stays whole until the new one is."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_resume_state(run_path: str) -> dict:
+    """The resumable state of an unfinished run (--resume), checked to be this script's."""
+    path = os.path.join(run_path, RESUME_FILE)
+    if not os.path.isdir(run_path):
+        raise UsageError(f"--resume {run_path}: no such run directory")
+    if not os.path.isfile(path):
+        finished = os.path.isfile(os.path.join(run_path, "final.pt")) * " (the run finished: final.pt is there)"
+        raise UsageError(f"--resume {run_path}: no {RESUME_FILE} to resume from{finished}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} is not readable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != os.path.basename(__file__):
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} was not written by {os.path.basename(__file__)}")
+    return state
+
+
+def check_resume_args(args: Args, state: dict) -> None:
+    """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
+    for name, saved in state["args"].items():
+        if name not in RESUME_SAFE and getattr(args, name) != saved:
+            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
+                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+    if args.accel_steps != state["args"]["accel_steps"]:
+        if state["stage"] == 2 or args.accelerated_checkpoint:
+            raise UsageError(f"--resume {args.resume}: --accel-steps cannot change, stage 1 is over")
+        if args.accel_steps < state["global_step"]:
+            raise UsageError(f"--resume {args.resume}: --accel-steps {args.accel_steps} is less than the "
+                             f"{state['global_step']} steps stage 1 has already run")  # fmt: skip
+    stage1_end = args.accel_steps if state["stage"] == 1 else state["stage1_end"]
+    if stage1_end + args.finetune_steps < state["global_step"]:
+        raise UsageError(f"--resume {args.resume}: --finetune-steps {args.finetune_steps} ends the run before step "
+                         f"{state['global_step']}, where it stopped")  # fmt: skip
 
 
 def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
@@ -796,9 +881,18 @@ def main(args: Args, on_step=None) -> None:
     """Both stages. on_step, if given, is called with the loop's local variables after every environment step
     (the tests inspect buffers, windows and networks of the real loop through it)."""
     validate_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-        run_name += "_"
+    state = None  # the resumable state of the run that --resume continues
+    if args.resume:
+        state = load_resume_state(args.resume)
+        check_resume_args(args, state)
+        run_path = os.path.normpath(args.resume)
+        run_name = os.path.basename(run_path)
+        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
+            os.remove(tmp)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+            run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -821,7 +915,9 @@ def main(args: Args, on_step=None) -> None:
     eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-    ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if args.accelerated_checkpoint else None
+    ckpt = None
+    if args.accelerated_checkpoint and state is None:
+        ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
     if ckpt is not None and args.prefill and ckpt.get("recent_transitions") is None:
         raise UsageError(f"--accelerated-checkpoint {args.accelerated_checkpoint} holds no transitions to prefill "
                          "stage 2's buffer with (written by an older version); add --no-prefill")  # fmt: skip
@@ -833,12 +929,15 @@ def main(args: Args, on_step=None) -> None:
             raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_path)
-    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    if state is None:
+        writer = SummaryWriter(run_path)
+        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     # Algorithm 1, lines 1-3: the LSTM accelerator (actor, twin critics, targets) and the transformer
     actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
@@ -859,7 +958,7 @@ def main(args: Args, on_step=None) -> None:
     window_len = max(args.history_len, args.context_len)
     trajectory = TrajectoryBuffer(args.bc_buffer_size, window_len, obs_dim, act_dim)
 
-    global_step, stage1_end = 0, args.accel_steps
+    global_step, stage1_end, stage = 0, args.accel_steps, 1
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
         for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
                           ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
@@ -869,153 +968,228 @@ def main(args: Args, on_step=None) -> None:
         for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
             group["lr"] = args.learning_rate
         global_step = stage1_end = ckpt["global_step"]
-    total_steps = stage1_end + args.finetune_steps
+    from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
+    window = EpisodeWindow(window_len, obs_dim)
+    episode_count, last_eval, stage_losses = 0, {}, {}
+    obs, _ = env.reset(seed=args.seed)
+    env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
+
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
+                "transformer_optimizer": transformer_optimizer}  # fmt: skip
 
     def checkpoint(stage: int) -> dict:
         return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,
-                "act_dim": act_dim, "versions": versions(), "actor": actor.state_dict(),
-                "actor_target": actor_target.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
-                "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
-                "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
-                "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
-                "transformer_optimizer": transformer_optimizer.state_dict(),
+                "act_dim": act_dim, "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
                 # the accelerator's latest transitions, to prefill stage 2's buffer when fine-tuning from here
                 "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
 
-    stage = 1
-    print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, obs dim {obs_dim} "
-          f"(--pomdp {args.pomdp}), device {device}", flush=True)  # fmt: skip
+    def resume_state() -> dict:
+        """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
+        episode (mid-episode: a MuJoCo state is not saved). rb is the active stage's replay buffer. The LSTMs carry
+        no hidden state from step to step (each reads its window from a zero state), and the episode window starts
+        anew with the episode: at a boundary there is nothing in flight beyond the env's generator."""
+        return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
+                "stage1_end": stage1_end, "from_checkpoint": from_checkpoint, "args": asdict(args),
+                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
+                "trajectory": trajectory.state_dict(), "episode_count": episode_count, "episode_step": episode_step,
+                "last_eval": last_eval, "stage_losses": stage_losses,
+                # at a boundary the episode just begun is replayed: its reset from the same generator state
+                "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
 
-    window = EpisodeWindow(window_len, obs_dim)
-    obs, _ = env.reset(seed=args.seed)
+    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
+        stage, global_step, episode_count = state["stage"], state["global_step"], state["episode_count"]
+        stage1_end = args.accel_steps if stage == 1 else state["stage1_end"]
+        for name, obj in learners().items():
+            obj.load_state_dict(state[name])
+        rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
+        rb.load_state_dict(state["rb"])
+        trajectory.load_state_dict(state["trajectory"])
+        last_eval, stage_losses = state["last_eval"], state["stage_losses"]
+        env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
+        obs, _ = env.reset()  # no seed: from the saved generator
+        env.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        print(f"resumed {run_path} at step {global_step} (stage {stage})", flush=True)
+        if state["episode_step"]:
+            print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
+                  "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
+    total_steps = stage1_end + args.finetune_steps
+    if state is None:
+        print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, obs dim "
+              f"{obs_dim} (--pomdp {args.pomdp}), device {device}", flush=True)  # fmt: skip
+
     window.reset(obs)
-    episode_step, episode_return, episode_count = 0, 0.0, 0
+    episode_step, episode_return = 0, 0.0
     stage_start_step, stage_start_time = global_step, time.time()
-    last_eval, stage_losses = {}, {}
     bar = None
     if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
         from tqdm import tqdm
 
         bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-    while global_step < total_steps:
-        if stage == 1 and global_step == stage1_end:
-            # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
-            # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
-            if ckpt is None:
-                save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-            trajectory.clear()
-            last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
-            stage_losses = {}
-            recent = None
-            if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
-                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
-            stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-            if recent is not None:
-                rb.extend(recent)
-            transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-            obs, _ = env.reset()
-            window.reset(obs)
-            episode_step, episode_return = 0, 0.0
-            stage_start_step, stage_start_time = global_step, time.time()
+    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
+    stop = []
 
-        action = act(stage, global_step, window, actor, transformer, env.action_space, args, device)
-        if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-            store_in_T(trajectory, window, action, actor, args, device)
-        check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        rb.add(obs, next_obs, action, reward, terminated, episode_step)
-        global_step += 1
-        episode_step += 1
-        episode_return += float(reward)
-        if terminated or truncated:
-            writer.add_scalar("charts/episodic_return", episode_return, global_step)
-            writer.add_scalar("charts/episodic_length", episode_step, global_step)
-            episode_count += 1
-            obs, _ = env.reset()
-            window.reset(obs)
-            episode_step, episode_return = 0, 0.0
-        else:
-            obs = next_obs
-            window.push(obs)
+    def on_signal(signum, frame):
+        if stop:
+            os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
+        stop.append(signal.Signals(signum).name)
+        print(f"{stop[0]}: finishing step {global_step + 1}, then writing {RESUME_FILE} (again to quit at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
 
-        losses = {}
-        if stage == 1 and global_step > args.learning_starts:
-            data = rb.sample(args.batch_size, args.history_len, args.context_len)
-            history, next_history = (data["history"], data["history_valid"]), (data["next_history"],
-                                                                               data["next_history_valid"])  # fmt: skip
-            losses = td3_update(global_step, data, history, next_history, history, next_history, actor, actor_target,
-                                qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
-            if global_step % args.bc_frequency == 0 and len(trajectory):
-                losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
-                                                qf1, actor, args, device))  # fmt: skip
-        elif stage == 2:
-            data = rb.sample(args.batch_size, args.history_len, args.context_len)
-            transformer.train()
-            # Algorithm 4: the LSTM critics keep reading histories, the transformer actor reads its context windows
-            losses = td3_update(global_step, data, (data["history"], data["history_valid"]),
-                                (data["next_history"], data["next_history_valid"]),
-                                (data["context"], data["context_valid"]),
-                                (data["next_context"], data["next_context_valid"]), transformer, transformer_target,
-                                qf1, qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
-                                train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
-            transformer.eval()
-        check_finite(losses, global_step)
-        stage_losses.update(losses)
-        if bar is not None:
-            bar.update(1)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while global_step < total_steps:
+            if stage == 1 and global_step == stage1_end:
+                # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
+                # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+                if not from_checkpoint:
+                    save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+                trajectory.clear()
+                last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
+                stage_losses = {}
+                recent = None
+                if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
+                    recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
+                stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+                if recent is not None:
+                    rb.extend(recent)
+                transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
+                env_rng = env.unwrapped.np_random.bit_generator.state
+                obs, _ = env.reset()
+                window.reset(obs)
+                episode_step, episode_return = 0, 0.0
+                stage_start_step, stage_start_time = global_step, time.time()
 
-        stage_end = global_step in (stage1_end, total_steps)
-        if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
-            for name, value in (stage_losses if stage_end else losses).items():
-                writer.add_scalar(name, value.item(), global_step)
-            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/stage", stage, global_step)
-        # also at the end of each stage, so both stages end with a measured return
-        if global_step % args.eval_frequency == 0 or stage_end:
-            seed = args.seed + 10_000 + global_step
-            if stage == 1:
-                # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
-                accel_policy = lambda w: lstm_act(actor, w.last(args.history_len), device)
-                last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, window_len,
-                                                    global_step, fill)  # fmt: skip
-                writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
-            transformer_policy = lambda w: transformer_act(transformer, w.last(args.context_len), device)
-            last_eval["transformer"] = evaluate(eval_env, transformer_policy, args.eval_episodes, seed, window_len,
-                                                global_step)  # fmt: skip
-            writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
-            sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
-            evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
-            eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
-            line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
-            if bar is None:
-                print(line, flush=True)
+            action = act(stage, global_step, window, actor, transformer, env.action_space, args, device)
+            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+                store_in_T(trajectory, window, action, actor, args, device)
+            check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated, episode_step)
+            global_step += 1
+            episode_step += 1
+            episode_return += float(reward)
+            if terminated or truncated:
+                writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                writer.add_scalar("charts/episodic_length", episode_step, global_step)
+                episode_count += 1
+                env_rng = env.unwrapped.np_random.bit_generator.state
+                obs, _ = env.reset()
+                window.reset(obs)
+                episode_step, episode_return = 0, 0.0
             else:
-                bar.write(line)
-                bar.set_postfix_str(f"stage {stage} {evals}")
-        if on_step is not None:
-            on_step(locals())
+                obs = next_obs
+                window.push(obs)
 
-    if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
-        save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-    else:
-        save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
-    if bar is not None:
-        bar.close()
-    print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
-    env.close()
-    eval_env.close()
-    writer.close()
+            losses = {}
+            if stage == 1 and global_step > args.learning_starts:
+                data = rb.sample(args.batch_size, args.history_len, args.context_len)
+                history = data["history"], data["history_valid"]
+                next_history = data["next_history"], data["next_history_valid"]
+                losses = td3_update(global_step, data, history, next_history, history, next_history, actor,
+                                    actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+                                    args)  # fmt: skip
+                if global_step % args.bc_frequency == 0 and len(trajectory):
+                    losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
+                                                    qf1, actor, args, device))  # fmt: skip
+            elif stage == 2:
+                data = rb.sample(args.batch_size, args.history_len, args.context_len)
+                transformer.train()
+                # Algorithm 4: the LSTM critics keep reading histories, the transformer actor reads its context windows
+                losses = td3_update(global_step, data, (data["history"], data["history_valid"]),
+                                    (data["next_history"], data["next_history_valid"]),
+                                    (data["context"], data["context_valid"]),
+                                    (data["next_context"], data["next_context_valid"]), transformer,
+                                    transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                    transformer_optimizer, args,
+                                    train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
+                transformer.eval()
+            check_finite(losses, global_step)
+            stage_losses.update(losses)
+            if bar is not None:
+                bar.update(1)
+
+            stage_end = global_step in (stage1_end, total_steps)
+            if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
+                for name, value in (stage_losses if stage_end else losses).items():
+                    writer.add_scalar(name, value.item(), global_step)
+                sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/stage", stage, global_step)
+            # also at the end of each stage, so both stages end with a measured return
+            if global_step % args.eval_frequency == 0 or stage_end:
+                seed = args.seed + 10_000 + global_step
+                if stage == 1:
+                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                    fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
+                    accel_policy = lambda w: lstm_act(actor, w.last(args.history_len), device)
+                    last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, window_len,
+                                                        global_step, fill)  # fmt: skip
+                    writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
+                transformer_policy = lambda w: transformer_act(transformer, w.last(args.context_len), device)
+                last_eval["transformer"] = evaluate(eval_env, transformer_policy, args.eval_episodes, seed,
+                                                    window_len, global_step)  # fmt: skip
+                writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
+                sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
+                evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
+                eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+                line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+                if bar is None:
+                    print(line, flush=True)
+                else:
+                    bar.write(line)
+                    bar.set_postfix_str(f"stage {stage} {evals}")
+            if on_step is not None:
+                on_step(locals())
+            periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
+            if global_step < total_steps and (stop or periodic):
+                writer.flush()  # every event up to this step is on disk before the state that follows it
+                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
+                if stop:
+                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                      f"python {os.path.basename(__file__)} --resume {run_path}")  # fmt: skip
+
+        if stage == 1 and not from_checkpoint:  # --finetune-steps 0: stage 1 was the whole run
+            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+        else:
+            save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
+            os.remove(os.path.join(run_path, RESUME_FILE))
+        print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if bar is not None:
+            bar.close()
+        env.close()
+        eval_env.close()
+        writer.close()
 
 
 def cli() -> int:
     args = tyro.cli(Args)
     try:
+        if args.resume:  # the run's own flags, with those given on this command line over them
+            args = tyro.cli(Args, default=Args(**{**load_resume_state(args.resume)["args"], "resume": args.resume}))
         main(args)
     except UsageError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DivergenceError as e:
         print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, checkpoints already written are intact",
               file=sys.stderr)  # fmt: skip
