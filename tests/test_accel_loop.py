@@ -200,3 +200,29 @@ def test_torch_deterministic_turns_on_deterministic_algorithms(tmp_path, determi
     run_main(tmp_path, None, accel_steps=0, finetune_steps=5, torch_deterministic=deterministic)
     assert torch.are_deterministic_algorithms_enabled() == deterministic
     assert torch.backends.cudnn.deterministic == deterministic
+
+
+def test_bc_dagger_episodes_are_driven_by_the_transformer_and_labelled_by_the_accelerator(tmp_path):
+    checked = []
+
+    def on_step(L):
+        T, g = L["trajectory"], L["global_step"]
+        if L["stage"] == 1 and g > L["args"].learning_starts:
+            window, actor, transformer, dagger = on_step.before
+            assert dagger, f"step {g}: --bc-dagger 1 and the transformer did not drive"
+            j = (T.ptr - 1) % T.capacity
+            np.testing.assert_array_equal(T.windows[j], window.obs)  # the window acted on, as visited
+            # exploration noise 0: the executed action is the transformer's, the label in T the accelerator's
+            np.testing.assert_allclose(L["action"], m.transformer_act(transformer, window, "cpu"), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(T.actions[j], m.mlp_act(actor, window.obs[-1], "cpu"), rtol=1e-5, atol=1e-6)
+            checked.append(np.abs(T.actions[j] - L["action"]).max())
+        elif L["stage"] == 1 and g > 1:
+            assert not on_step.before[-1], f"step {g}: the transformer drove before --learning-starts"
+        on_step.before = (copy.deepcopy(L["window"]), copy.deepcopy(L["actor"]), copy.deepcopy(L["transformer"]),
+                          L["dagger"])  # fmt: skip
+
+    # Pendulum's episodes are 200 steps: the transformer drives the two that start at and after --learning-starts
+    run_main(tmp_path, on_step, bc_dagger=1.0, exploration_noise=0.0, bc_state_noise=0.0, bc_target="behavior",
+             finetune_steps=4)  # fmt: skip
+    assert len(checked) == ACCEL - STARTS
+    assert max(checked) > 0.05  # the labels are not the executed actions
