@@ -10,11 +10,28 @@
 #   gpu: ManiSkill's GPU-parallel envs in this process; observations, actions and buffers stay on the GPU (UNTESTED:
 #        written against ManiSkill 3.0.1's ManiSkillVectorEnv, never run, no GPU where this was written)
 #   cpu: one ManiSkill CPU env per process (CPUGymWrapper) in gymnasium's AsyncVectorEnv, same-step auto-reset
+#
+# Interrupting and resuming: --checkpoint-frequency writes RUN_DIR/resume.pt (networks, optimizers, the active replay
+# buffer, T, the stage, RNGs and each CPU env process's random generators); SIGTERM or SIGINT (Ctrl-C) finishes the
+# step, writes it and exits 3; --resume RUN_DIR continues the run. Episode rule: the vector env is at an episode
+# boundary when every env has just started an episode, i.e. all episodes ended in the same step (with
+# --ignore-terminations all envs run to the time limit together: every time limit x --num-envs steps). Resumed from
+# there on the CPU simulator, each env process gets back its generators as they were before that reset and resets
+# again: the same episodes start, to the bit, with the same networks, buffers and RNGs. The run is still not replayed
+# exactly: PhysX's results depend on the steps a simulator ran before, not only on its state, and the new env
+# processes have not run the interrupted ones' (measured: the same episode, same state, same actions, drifts apart
+# within a few steps of the gripper touching the cube), so the run drifts apart from an uninterrupted one from there.
+# Envs without such a history (the tests' fake ones) resume exactly. Anywhere else the envs' mid-episode states cannot
+# be restored (only generators are saved): the unfinished episodes are dropped (not logged) and every env starts a
+# fresh one. On the GPU simulator generators are not saved: fresh episodes there too.
+import glob
 import math
 import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -28,6 +45,13 @@ import tyro
 
 # Architecture fields a stage-1 checkpoint must share with the run that fine-tunes it.
 TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward")
+# The resumable state of an unfinished run (see the top of this file); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
+               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
+               "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
 VULKAN_HINT = (
     "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
     "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
@@ -61,6 +85,14 @@ class Args:
     """the entity (team) of wandb's project"""
     run_dir: str = "runs"
     """where run directories (TensorBoard events, checkpoints) are created"""
+    checkpoint_frequency: int = 50_000
+    """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs, env generators) to
+    RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    resume: str | None = None
+    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
+    evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an
+    episode (e.g. --ignore-terminations at a multiple of the time limit x --num-envs) the same episodes start again
+    (not an exact replay: PhysX's results depend on the steps it ran before); elsewhere every env starts a fresh one"""
 
     # Environment and stage lengths
     env_id: str = "PushCube-v1"
@@ -175,6 +207,10 @@ class DivergenceError(Exception):
     """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
 def validate_args(args: Args) -> None:
     positive = ["accel_buffer_size", "buffer_size", "batch_size", "finetune_batch_size", "policy_frequency",
                 "bc_frequency", "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads",
@@ -183,7 +219,7 @@ def validate_args(args: Args) -> None:
     for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup"]:
+    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency"]:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name, batch in [("accel_buffer_size", "batch_size"), ("buffer_size", "finetune_batch_size")]:
@@ -207,7 +243,7 @@ def validate_args(args: Args) -> None:
     # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
     if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
         raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-    if args.accelerated_checkpoint is not None and not os.path.isfile(args.accelerated_checkpoint):
+    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
         raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
     if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
         raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
@@ -261,8 +297,58 @@ class VecEnv:
                 success = torch.where(done, final_success, success)
         return obs, final_obs, reward, terminated, done, success
 
+    def generators(self, episode_start: bool) -> list | None:
+        """Each CPU env's random generators (EnvGenerators), for resume.pt: as they were before its current episode's
+        reset where every env has just started an episode (`episode_start`), else as they are now; None on the GPU
+        simulator (not saved)."""
+        if self.on_gpu:
+            return None
+        return list(self.env.get_attr("reset_generators" if episode_start else "generators"))
+
+    def reset_from(self, generators: list | None):
+        """--resume: give each CPU env its saved generators back (where saved), then reset all envs. From generators
+        saved at an episode start this starts the same episodes again; from others, the episodes their next reset
+        would have started."""
+        if generators is not None:
+            self.env.set_attr("generators", generators)
+        return self.reset()
+
     def close(self):
         self.env.close()
+
+
+class EnvGenerators(gym.Wrapper):
+    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
+    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
+    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
+    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
+    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
+    before shows, typically a few steps into the gripper touching the cube)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.reset_generators = None
+
+    def reset(self, **kwargs):
+        self.reset_generators = self.generators
+        return self.env.reset(**kwargs)
+
+    @property
+    def generators(self) -> dict:
+        base = self.env.unwrapped
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
+                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
+
+    @generators.setter
+    def generators(self, state: dict) -> None:
+        base = self.env.unwrapped
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
+            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
+                rng.set_state(rng_state)
 
 
 def use_gpu_sim(args: Args) -> bool:
@@ -287,9 +373,16 @@ def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> V
             return VecEnv(ManiSkillVectorEnv(env, num_envs, ignore_terminations=ignore_terminations), device, True)
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
+        main_pid = os.getpid()
+
         def make_one():
+            if os.getpid() != main_pid:
+                # an env process: Ctrl-C reaches the whole process group and Slurm signals every process of a job,
+                # but the main process is the one to act (it finishes its step with these envs, saves, closes them)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             env = gym.make(args.env_id, num_envs=1, sim_backend="physx_cpu", render_backend="none", **kwargs)
-            return CPUGymWrapper(env, ignore_terminations=ignore_terminations)
+            return EnvGenerators(CPUGymWrapper(env, ignore_terminations=ignore_terminations))
 
         vec = gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         return VecEnv(vec, device, False)
@@ -454,6 +547,12 @@ class TrajectoryBuffer:
         idx = torch.randint(0, self.count, (batch_size,), device=self.windows.device)
         return self.windows[idx], self.valids[idx], self.actions[idx]
 
+    def state_dict(self) -> dict:
+        return buffer_state(self, ("windows", "valids", "actions"))
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)
+
 
 class ReplayBuffer:
     """Per-env ring buffer: row t, column e holds env e's transition (s, a, r, s', terminated) of its t-th step in
@@ -520,6 +619,26 @@ class ReplayBuffer:
         if context_len:
             data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(t, e, context_len)
         return data
+
+    def state_dict(self) -> dict:
+        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)
+
+
+def buffer_state(buffer, fields) -> dict:
+    """A ring buffer's filled part (the slots, or rows, below `count`: a ring fills from slot 0) and its pointer, as
+    compact CPU copies (a slice of a tensor would save its whole storage)."""
+    return {"ptr": buffer.ptr, "count": buffer.count,
+            **{k: getattr(buffer, k)[: buffer.count].to("cpu", copy=True) for k in fields}}  # fmt: skip
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k, v in state.items():
+        if k not in ("ptr", "count"):
+            getattr(buffer, k)[: len(v)] = v
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -663,10 +782,52 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
+    rename it over `path`); the previous file stays whole until the new one is."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def load_resume_state(run_path: str) -> dict:
+    """The resumable state of an unfinished run (--resume), checked to be this script's."""
+    path = os.path.join(run_path, RESUME_FILE)
+    if not os.path.isdir(run_path):
+        raise UsageError(f"--resume {run_path}: no such run directory")
+    if not os.path.isfile(path):
+        finished = os.path.isfile(os.path.join(run_path, "final.pt")) * " (the run finished: final.pt is there)"
+        raise UsageError(f"--resume {run_path}: no {RESUME_FILE} to resume from{finished}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} is not readable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != os.path.basename(__file__):
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} was not written by {os.path.basename(__file__)}")
+    return state
+
+
+def check_resume_args(args: Args, state: dict) -> None:
+    """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit (stage
+    lengths rounded up to whole steps of all envs, as the run counts them)."""
+    for name, saved in state["args"].items():
+        if name not in RESUME_SAFE and getattr(args, name) != saved:
+            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
+                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+    accel_steps, finetune_steps = (math.ceil(n / args.num_envs) * args.num_envs
+                                   for n in (args.accel_steps, args.finetune_steps))  # fmt: skip
+    if args.accel_steps != state["args"]["accel_steps"]:
+        if state["stage"] == 2 or args.accelerated_checkpoint:
+            raise UsageError(f"--resume {args.resume}: --accel-steps cannot change, stage 1 is over")
+        if accel_steps < state["global_step"]:
+            raise UsageError(f"--resume {args.resume}: --accel-steps {args.accel_steps} is less than the "
+                             f"{state['global_step']} steps stage 1 has already run")  # fmt: skip
+    stage1_end = accel_steps if state["stage"] == 1 else state["stage1_end"]
+    if stage1_end + finetune_steps < state["global_step"]:
+        raise UsageError(f"--resume {args.resume}: --finetune-steps {args.finetune_steps} ends the run before step "
+                         f"{state['global_step']}, where it stopped")  # fmt: skip
 
 
 def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
@@ -729,9 +890,18 @@ def main(args: Args, on_step=None) -> None:
     """Both stages. on_step, if given, is called with the loop's local variables after every step of all envs
     (the tests inspect buffers, windows and networks of the real loop through it)."""
     validate_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-        run_name += "_"
+    state = None  # the resumable state of the run that --resume continues
+    if args.resume:
+        state = load_resume_state(args.resume)
+        check_resume_args(args, state)
+        run_path = os.path.normpath(args.resume)
+        run_name = os.path.basename(run_path)
+        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
+            os.remove(tmp)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+            run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -754,11 +924,9 @@ def main(args: Args, on_step=None) -> None:
     N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
     low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
     try:
-        ckpt = (
-            load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
-            if args.accelerated_checkpoint
-            else None
-        )
+        ckpt = None
+        if args.accelerated_checkpoint and state is None:
+            ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
     except UsageError:
         envs.close(), eval_envs.close()
         raise
@@ -771,13 +939,17 @@ def main(args: Args, on_step=None) -> None:
             raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_path)
     sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
-    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device), "sim": sim}
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    if state is None:
+        writer = SummaryWriter(run_path)
+        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device),
+                 "sim": sim}  # fmt: skip
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     # Algorithm 1, lines 1-3
     actor = Actor(obs_dim, low, high).to(device)
@@ -797,7 +969,7 @@ def main(args: Args, on_step=None) -> None:
     trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim, device)
 
     # stage lengths rounded up to whole steps of all envs, so that global_step lands on each stage's end
-    global_step, stage1_end = 0, math.ceil(args.accel_steps / N) * N
+    global_step, stage1_end, stage = 0, math.ceil(args.accel_steps / N) * N, 1
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
         for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
                           ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
@@ -807,159 +979,233 @@ def main(args: Args, on_step=None) -> None:
         for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
             group["lr"] = args.learning_rate
         global_step = stage1_end = ckpt["global_step"]
-    total_steps = stage1_end + math.ceil(args.finetune_steps / N) * N
+    from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
+    windows = EpisodeWindows(N, args.context_len, obs_dim, device)
+    episode_step = torch.zeros(N, dtype=torch.long, device=device)
+    episode_count, updates, updates_owed = 0, 0, 0.0
+    last_eval, stage_losses = {}, {}
+    obs = envs.reset(seed=args.seed)
+
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
+                "transformer_optimizer": transformer_optimizer}  # fmt: skip
 
     def checkpoint(stage: int) -> dict:
         return {"script": "td3_accel_maniskill.py", "stage": stage, "global_step": global_step, "args": asdict(args),
-                "obs_dim": obs_dim, "act_dim": act_dim, "versions": versions(), "actor": actor.state_dict(),
-                "actor_target": actor_target.state_dict(), "qf1": qf1.state_dict(), "qf2": qf2.state_dict(),
-                "qf1_target": qf1_target.state_dict(), "qf2_target": qf2_target.state_dict(),
-                "transformer": transformer.state_dict(), "transformer_target": transformer_target.state_dict(),
-                "q_optimizer": q_optimizer.state_dict(), "actor_optimizer": actor_optimizer.state_dict(),
-                "transformer_optimizer": transformer_optimizer.state_dict(),
+                "obs_dim": obs_dim, "act_dim": act_dim, "versions": versions(),
+                **{k: v.state_dict() for k, v in learners().items()},
                 # the accelerator's latest transitions (rows of all envs), to prefill stage 2's buffer from here
                 "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
 
-    stage = 1
-    print(f"run {run_path}: steps {global_step}..{total_steps} (env steps over {N} envs), stage 2 from step "
-          f"{stage1_end}, device {device}, sim {sim}", flush=True)  # fmt: skip
+    def resume_state() -> dict:
+        """Everything the loop needs to go on from this step: from the same episodes where every env has just started
+        one (the env processes' generators as they were before those resets, to redo them), else from fresh episodes
+        (ManiSkill's mid-episode states are not saved). rb is the active stage's replay buffer."""
+        episode_start = bool((episode_step == 0).all())
+        return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
+                "stage1_end": stage1_end, "from_checkpoint": from_checkpoint, "args": asdict(args),
+                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
+                "trajectory": trajectory.state_dict(), "episode_count": episode_count, "updates": updates,
+                "updates_owed": updates_owed, "last_eval": last_eval, "stage_losses": stage_losses,
+                "episode_start": episode_start, "episode_step": episode_step.tolist(),
+                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
 
-    windows = EpisodeWindows(N, args.context_len, obs_dim, device)
-    obs = envs.reset(seed=args.seed)
+    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
+        stage, global_step, episode_count = state["stage"], state["global_step"], state["episode_count"]
+        stage1_end = math.ceil(args.accel_steps / N) * N if stage == 1 else state["stage1_end"]
+        updates, updates_owed = state["updates"], state["updates_owed"]
+        for name, obj in learners().items():
+            obj.load_state_dict(state[name])
+        rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, N, obs_dim, act_dim, device)
+        rb.load_state_dict(state["rb"])
+        trajectory.load_state_dict(state["trajectory"])
+        last_eval, stage_losses = state["last_eval"], state["stage_losses"]
+        obs = envs.reset_from(state["env_generators"])  # at an episode start: the same episodes again
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        print(f"resumed {run_path} at step {global_step} (stage {stage})", flush=True)
+        if not state["episode_start"]:
+            print(f"resumed mid-episode: the {N} interrupted episodes (up to {max(state['episode_step'])} steps in) "
+                  "are not counted and every env starts a fresh one (environment states are not saved)",
+                  flush=True)  # fmt: skip
+        elif state["env_generators"] is None:
+            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
+                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
+    total_steps = stage1_end + math.ceil(args.finetune_steps / N) * N
+    if state is None:
+        print(f"run {run_path}: steps {global_step}..{total_steps} (env steps over {N} envs), stage 2 from step "
+              f"{stage1_end}, device {device}, sim {sim}", flush=True)  # fmt: skip
+
     windows.reset(obs)
-    episode_step = torch.zeros(N, dtype=torch.long, device=device)
     episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
-    episode_count, updates, updates_owed = 0, 0, 0.0
     stage_start_step, stage_start_time = global_step, time.time()
-    last_eval, stage_losses = {}, {}
     bar = None
     if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
         from tqdm import tqdm
 
         bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-    while global_step < total_steps:
-        if stage == 1 and global_step == stage1_end:
-            # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
-            # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
-            if ckpt is None:
-                save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-            trajectory.clear()
-            for key in [k for k in last_eval if k.startswith("accelerator")]:  # stage-2 lines show the transformer
-                last_eval.pop(key)
-            stage_losses, updates, updates_owed = {}, 0, 0.0
-            recent = None
-            if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
-                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
-            stage, rb = 2, ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
-            if recent is not None:
-                rb.extend(recent)
-            transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
-            obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
-            windows.reset(obs)
-            episode_step.zero_(), episode_return.zero_(), episode_success.zero_()
-            stage_start_step, stage_start_time = global_step, time.time()
+    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
+    stop = []
 
-        action = act(stage, global_step, obs, windows, actor, transformer, envs, args)
-        if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-            store_in_T(trajectory, windows, action, actor, args)
-        check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
-        next_obs, final_obs, reward, terminated, done, success = envs.step(action)
-        rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
-        global_step += N
-        episode_step += 1
-        episode_return += reward
-        episode_success |= success
-        if done.any():  # means over the episodes that ended in this step
-            writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
-            writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
-            writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
-            episode_count += int(done.sum())
-            episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
-        windows.push(next_obs, done)  # an env that reset starts its window afresh
-        obs = next_obs
+    def on_signal(signum, frame):
+        if stop:
+            os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
+        stop.append(signal.Signals(signum).name)
+        print(f"{stop[0]}: finishing step {global_step + N}, then writing {RESUME_FILE} (again to quit at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
 
-        losses = {}
-        if stage == 1 and global_step > args.learning_starts:
-            updates_owed += N * args.utd
-            for _ in range(int(updates_owed)):
-                updates += 1
-                data = rb.sample(args.batch_size)
-                losses = td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor, actor_target, qf1,
-                                    qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
-            updates_owed -= int(updates_owed)
-            for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
-                losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
-                                                qf1, actor, args))  # fmt: skip
-        elif stage == 2:
-            updates_owed += N * args.utd
-            train_actor = global_step - stage1_end > args.critic_warmup
-            for _ in range(int(updates_owed)):
-                updates += 1
-                data = rb.sample(args.finetune_batch_size, args.context_len)
-                transformer.train()
-                losses = td3_update(updates, data, (data["window"], data["valid"]),
-                                    (data["next_window"], data["next_valid"]), transformer, transformer_target, qf1,
-                                    qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
-                                    train_actor)  # fmt: skip
-                transformer.eval()
-            updates_owed -= int(updates_owed)
-        check_finite(losses, global_step)
-        stage_losses.update(losses)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while global_step < total_steps:
+            if stage == 1 and global_step == stage1_end:
+                # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
+                # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+                if not from_checkpoint:
+                    save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+                trajectory.clear()
+                for key in [k for k in last_eval if k.startswith("accelerator")]:  # stage-2 lines: the transformer
+                    last_eval.pop(key)
+                stage_losses, updates, updates_owed = {}, 0, 0.0
+                recent = None
+                if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
+                    recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
+                stage, rb = 2, ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
+                if recent is not None:
+                    rb.extend(recent)
+                transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
+                obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
+                windows.reset(obs)
+                episode_step.zero_(), episode_return.zero_(), episode_success.zero_()
+                stage_start_step, stage_start_time = global_step, time.time()
+
+            action = act(stage, global_step, obs, windows, actor, transformer, envs, args)
+            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+                store_in_T(trajectory, windows, action, actor, args)
+            check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+            global_step += N
+            episode_step += 1
+            episode_return += reward
+            episode_success |= success
+            if done.any():  # means over the episodes that ended in this step
+                writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
+                writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
+                writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
+                episode_count += int(done.sum())
+                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+            windows.push(next_obs, done)  # an env that reset starts its window afresh
+            obs = next_obs
+
+            losses = {}
+            if stage == 1 and global_step > args.learning_starts:
+                updates_owed += N * args.utd
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.batch_size)
+                    losses = td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor, actor_target,
+                                        qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+                                        args)  # fmt: skip
+                updates_owed -= int(updates_owed)
+                for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
+                    losses.update(train_transformer(trajectory, transformer, transformer_target,
+                                                    transformer_optimizer, qf1, actor, args))  # fmt: skip
+            elif stage == 2:
+                updates_owed += N * args.utd
+                train_actor = global_step - stage1_end > args.critic_warmup
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.finetune_batch_size, args.context_len)
+                    transformer.train()
+                    losses = td3_update(updates, data, (data["window"], data["valid"]),
+                                        (data["next_window"], data["next_valid"]), transformer, transformer_target,
+                                        qf1, qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
+                                        train_actor)  # fmt: skip
+                    transformer.eval()
+                updates_owed -= int(updates_owed)
+            check_finite(losses, global_step)
+            stage_losses.update(losses)
+            if bar is not None:
+                bar.update(N)
+
+            stage_end = global_step in (stage1_end, total_steps)
+            if crossed(global_step, N, args.log_frequency) or stage_end:  # the stage's latest losses at its end
+                for name, value in (stage_losses if stage_end else losses).items():
+                    writer.add_scalar(name, value.item(), global_step)
+                sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/stage", stage, global_step)
+            # also at the end of each stage, so both stages end with a measured success rate
+            if crossed(global_step, N, args.eval_frequency) or stage_end:
+                seed = args.seed + 10_000 + global_step
+                policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
+                if stage == 1:
+                    policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
+                for who, policy in policies.items():
+                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                    fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
+                    result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
+                                      trajectory if fill else None)  # fmt: skip
+                    for key, value in result.items():
+                        last_eval[f"{who}_{key}"] = value
+                        writer.add_scalar(f"eval/{who}_{key}", value, global_step)
+                sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
+                evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
+                eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+                line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+                if bar is None:
+                    print(line, flush=True)
+                else:
+                    bar.write(line)
+                    bar.set_postfix_str(f"stage {stage}")
+            if on_step is not None:
+                on_step(locals())
+            periodic = args.checkpoint_frequency and crossed(global_step, N, args.checkpoint_frequency)
+            if global_step < total_steps and (stop or periodic):
+                writer.flush()  # every event up to this step is on disk before the state that follows it
+                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
+                if stop:
+                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                      f"python {os.path.basename(__file__)} --resume {run_path}")  # fmt: skip
+
+        if stage == 1 and not from_checkpoint:  # --finetune-steps 0: stage 1 was the whole run
+            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+        else:
+            save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
+        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
+            os.remove(os.path.join(run_path, RESUME_FILE))
+        print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if bar is not None:
-            bar.update(N)
-
-        stage_end = global_step in (stage1_end, total_steps)
-        if crossed(global_step, N, args.log_frequency) or stage_end:  # the stage's latest losses at its end
-            for name, value in (stage_losses if stage_end else losses).items():
-                writer.add_scalar(name, value.item(), global_step)
-            sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/stage", stage, global_step)
-        # also at the end of each stage, so both stages end with a measured success rate
-        if crossed(global_step, N, args.eval_frequency) or stage_end:
-            seed = args.seed + 10_000 + global_step
-            policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
-            if stage == 1:
-                policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
-            for who, policy in policies.items():
-                # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
-                result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
-                                  trajectory if fill else None)  # fmt: skip
-                for key, value in result.items():
-                    last_eval[f"{who}_{key}"] = value
-                    writer.add_scalar(f"eval/{who}_{key}", value, global_step)
-            sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
-            evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
-            eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
-            line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
-            if bar is None:
-                print(line, flush=True)
-            else:
-                bar.write(line)
-                bar.set_postfix_str(f"stage {stage}")
-        if on_step is not None:
-            on_step(locals())
-
-    if stage == 1 and ckpt is None:  # --finetune-steps 0: stage 1 was the whole run
-        save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-    else:
-        save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
-    if bar is not None:
-        bar.close()
-    print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
-    envs.close()
-    eval_envs.close()
-    writer.close()
+            bar.close()
+        envs.close()
+        eval_envs.close()
+        writer.close()
 
 
 def cli() -> int:
     args = tyro.cli(Args)
     try:
+        if args.resume:  # the run's own flags, with those given on this command line over them
+            args = tyro.cli(Args, default=Args(**{**load_resume_state(args.resume)["args"], "resume": args.resume}))
         main(args)
     except UsageError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DivergenceError as e:
         print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, checkpoints already written are intact",
               file=sys.stderr)  # fmt: skip

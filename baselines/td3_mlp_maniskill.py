@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -180,8 +181,58 @@ class VecEnv:
                 success = torch.where(done, final_success, success)
         return obs, final_obs, reward, terminated, done, success
 
+    def generators(self, episode_start: bool) -> list | None:
+        """Each CPU env's random generators (EnvGenerators), for resume.pt: as they were before its current episode's
+        reset where every env has just started an episode (`episode_start`), else as they are now; None on the GPU
+        simulator (not saved)."""
+        if self.on_gpu:
+            return None
+        return list(self.env.get_attr("reset_generators" if episode_start else "generators"))
+
+    def reset_from(self, generators: list | None):
+        """--resume: give each CPU env its saved generators back (where saved), then reset all envs. From generators
+        saved at an episode start this starts the same episodes again; from others, the episodes their next reset
+        would have started."""
+        if generators is not None:
+            self.env.set_attr("generators", generators)
+        return self.reset()
+
     def close(self):
         self.env.close()
+
+
+class EnvGenerators(gym.Wrapper):
+    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
+    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
+    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
+    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
+    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
+    before shows, typically a few steps into the gripper touching the cube)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.reset_generators = None
+
+    def reset(self, **kwargs):
+        self.reset_generators = self.generators
+        return self.env.reset(**kwargs)
+
+    @property
+    def generators(self) -> dict:
+        base = self.env.unwrapped
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
+                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
+
+    @generators.setter
+    def generators(self, state: dict) -> None:
+        base = self.env.unwrapped
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
+            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
+                rng.set_state(rng_state)
 
 
 def use_gpu_sim(args: Args) -> bool:
@@ -206,9 +257,16 @@ def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> V
             return VecEnv(ManiSkillVectorEnv(env, num_envs, ignore_terminations=ignore_terminations), device, True)
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
+        main_pid = os.getpid()
+
         def make_one():
+            if os.getpid() != main_pid:
+                # an env process: Ctrl-C reaches the whole process group and Slurm signals every process of a job,
+                # but the main process is the one to act (it finishes its step with these envs, saves, closes them)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             env = gym.make(args.env_id, num_envs=1, sim_backend="physx_cpu", render_backend="none", **kwargs)
-            return CPUGymWrapper(env, ignore_terminations=ignore_terminations)
+            return EnvGenerators(CPUGymWrapper(env, ignore_terminations=ignore_terminations))
 
         vec = gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         return VecEnv(vec, device, False)
@@ -339,6 +397,26 @@ class ReplayBuffer:
             data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(t, e, context_len)
         return data
 
+    def state_dict(self) -> dict:
+        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)
+
+
+def buffer_state(buffer, fields) -> dict:
+    """A ring buffer's filled part (the slots, or rows, below `count`: a ring fills from slot 0) and its pointer, as
+    compact CPU copies (a slice of a tensor would save its whole storage)."""
+    return {"ptr": buffer.ptr, "count": buffer.count,
+            **{k: getattr(buffer, k)[: buffer.count].to("cpu", copy=True) for k in fields}}  # fmt: skip
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k, v in state.items():
+        if k not in ("ptr", "count"):
+            getattr(buffer, k)[: len(v)] = v
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Updates
@@ -427,9 +505,13 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Atomic: a crash mid-write never leaves a truncated file at `path`."""
+    """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
+    rename it over `path`); the previous file stays whole until the new one is."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(payload, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
