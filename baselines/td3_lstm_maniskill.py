@@ -3,12 +3,18 @@
 # Parallel envs; steps are env steps summed over envs; per-env context windows and replay. CleanRL-style: one
 # self-contained file. Simulators as in td3_accel_maniskill.py: `cpu` (one CPU env per process, tested) and `gpu`
 # (ManiSkill's GPU-parallel envs; UNTESTED).
+# `--checkpoint-frequency` writes a resumable state (RUN_DIR/resume.pt), `--resume RUN_DIR` continues an
+# interrupted run, SIGTERM/SIGINT finish the step, write it and exit 3, with td3_accel_maniskill.py's episode
+# rule: resumed where every env had just started an episode, the same episodes start again (not an exact
+# replay: PhysX depends on the steps it ran before); elsewhere every env starts a fresh episode.
+import glob
 import math
 import os
 import random
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -20,6 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
+# The resumable state of an unfinished run (see the top of this file); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
+               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
 VULKAN_HINT = (
     "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
     "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
@@ -32,6 +44,10 @@ class UsageError(Exception):
 
 class DivergenceError(Exception):
     """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
 
 
 @dataclass
@@ -54,6 +70,14 @@ class Args:
     """the entity (team) of wandb's project"""
     run_dir: str = "runs"
     """where run directories (TensorBoard events, checkpoints) are created"""
+    checkpoint_frequency: int = 50_000
+    """write the run's resumable state (networks, optimizers, replay buffer, RNGs, env generators) to
+    RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    resume: str | None = None
+    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
+    evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an
+    episode the same episodes start again (not an exact replay: PhysX's results depend on the steps it ran before);
+    elsewhere every env starts a fresh one"""
 
     # Environment
     env_id: str = "PushCube-v1"
@@ -122,8 +146,9 @@ def validate_args(args: Args) -> None:
     for name in positive:
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
+    for name in ["learning_starts", "checkpoint_frequency"]:
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.buffer_size < args.batch_size:
         raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
     if args.obs_mode != "state":
@@ -624,6 +649,35 @@ def save_checkpoint(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def load_resume_state(run_path: str) -> dict:
+    """The resumable state of an unfinished run (--resume), checked to be this script's."""
+    path = os.path.join(run_path, RESUME_FILE)
+    if not os.path.isdir(run_path):
+        raise UsageError(f"--resume {run_path}: no such run directory")
+    if not os.path.isfile(path):
+        finished = os.path.isfile(os.path.join(run_path, "final.pt")) * " (the run finished: final.pt is there)"
+        raise UsageError(f"--resume {run_path}: no {RESUME_FILE} to resume from{finished}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a usage error
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} is not readable ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("script") != os.path.basename(__file__):
+        raise UsageError(f"--resume {run_path}: {RESUME_FILE} was not written by {os.path.basename(__file__)}")
+    return state
+
+
+def check_resume_args(args: Args, state: dict) -> None:
+    """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit (the
+    total rounded up to whole steps of all envs, as the run counts it)."""
+    for name, saved in state["args"].items():
+        if name not in RESUME_SAFE and getattr(args, name) != saved:
+            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
+                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+    if math.ceil(args.total_timesteps / args.num_envs) * args.num_envs < state["global_step"]:
+        raise UsageError(f"--resume {args.resume}: --total-timesteps {args.total_timesteps} ends the run before step "
+                         f"{state['global_step']}, where it stopped")  # fmt: skip
+
+
 def versions() -> dict:
     out = {"torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
            "python": sys.version.split()[0]}  # fmt: skip
@@ -644,9 +698,18 @@ def crossed(step: int, num_envs: int, every: int) -> int:
 def main(args: Args, on_step=None) -> None:
     """on_step, if given, is called with the loop's local variables after every step of all envs (for tests)."""
     validate_args(args)
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-        run_name += "_"
+    state = None  # the resumable state of the run that --resume continues
+    if args.resume:
+        state = load_resume_state(args.resume)
+        check_resume_args(args, state)
+        run_path = os.path.normpath(args.resume)
+        run_name = os.path.basename(run_path)
+        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
+            os.remove(tmp)
+    else:
+        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
+            run_name += "_"
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -677,13 +740,17 @@ def main(args: Args, on_step=None) -> None:
             raise UsageError("--track needs wandb: pip install wandb") from None
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
+                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_path)
     sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
-    table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device), "sim": sim}
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    if state is None:
+        writer = SummaryWriter(run_path)
+        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device),
+                 "sim": sim}  # fmt: skip
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
+    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
     actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
@@ -695,80 +762,151 @@ def main(args: Args, on_step=None) -> None:
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
     rb = ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
     total_steps = math.ceil(args.total_timesteps / N) * N  # whole steps of all envs
-    print(f"run {run_path}: steps 0..{total_steps} (env steps over {N} envs), obs dim {obs_dim}, device {device}, "
-          f"sim {sim}", flush=True)  # fmt: skip
 
     obs = envs.reset(seed=args.seed)
     windows = EpisodeWindows(N, args.history_len, obs_dim, device)
-    windows.reset(obs)
     episode_step = torch.zeros(N, dtype=torch.long, device=device)
-    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
     global_step, episode_count, updates, updates_owed = 0, 0, 0, 0.0
-    start_time, last_eval = time.time(), {}
-    while global_step < total_steps:
-        action = act(global_step, obs, windows, actor, envs, args)
-        check_action(action, "actor", global_step)
-        next_obs, final_obs, reward, terminated, done, success = envs.step(action)
-        rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
-        global_step += N
-        episode_step += 1
-        episode_return += reward
-        episode_success |= success
-        if done.any():  # means over the episodes that ended in this step
-            writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
-            writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
-            writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
-            episode_count += int(done.sum())
-            episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
-        windows.push(next_obs, done)  # an env that reset starts its window afresh
-        obs = next_obs
+    last_eval = {}
 
-        losses = {}
-        if global_step > args.learning_starts:
-            updates_owed += N * args.utd
-            for _ in range(int(updates_owed)):
-                updates += 1
-                data = rb.sample(args.batch_size, args.history_len)
-                losses = td3_update(updates, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                    q_optimizer, actor_optimizer, args)  # fmt: skip
-                check_finite(losses, global_step)
-            updates_owed -= int(updates_owed)
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}  # fmt: skip
 
-        if crossed(global_step, N, args.log_frequency):
-            for name, value in losses.items():
-                writer.add_scalar(name, value.item(), global_step)
-            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-        if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
-            policy = lambda w: actor(w.obs, w.valid)  # deterministic: no exploration noise
-            seed = args.seed + 10_000 + global_step
-            last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, args.history_len, global_step)
-            for key, value in last_eval.items():
-                writer.add_scalar(f"eval/{key}", value, global_step)
-            sps = int(global_step / (time.time() - start_time))
-            evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
-            print(f"step={global_step} SPS={sps} episodes={episode_count} {evals}", flush=True)
-        if on_step is not None:
-            on_step(locals())
+    def resume_state() -> dict:
+        """Everything the loop needs to go on from this step: from the same episodes where every env has just started
+        one (the env processes' generators as they were before those resets, to redo them), else from fresh episodes
+        (ManiSkill's mid-episode states are not saved)."""
+        episode_start = bool((episode_step == 0).all())
+        return {"script": os.path.basename(__file__), "global_step": global_step, "args": asdict(args),
+                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
+                "episode_count": episode_count, "updates": updates, "updates_owed": updates_owed,
+                "last_eval": last_eval, "episode_start": episode_start, "episode_step": episode_step.tolist(),
+                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
 
-    save_checkpoint(os.path.join(run_path, "final.pt"),
-                    {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                     "versions": versions(), "actor": actor.state_dict(), "actor_target": actor_target.state_dict(),
-                     "qf1": qf1.state_dict(), "qf2": qf2.state_dict(), "qf1_target": qf1_target.state_dict(),
-                     "qf2_target": qf2_target.state_dict(), "q_optimizer": q_optimizer.state_dict(),
-                     "actor_optimizer": actor_optimizer.state_dict(), "eval": last_eval})  # fmt: skip
-    print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
-    envs.close()
-    eval_envs.close()
-    writer.close()
+    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
+        global_step, episode_count, last_eval = state["global_step"], state["episode_count"], state["last_eval"]
+        updates, updates_owed = state["updates"], state["updates_owed"]
+        for name, obj in learners().items():
+            obj.load_state_dict(state[name])
+        rb.load_state_dict(state["rb"])
+        obs = envs.reset_from(state["env_generators"])  # at an episode start: the same episodes again
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        print(f"resumed {run_path} at step {global_step}", flush=True)
+        if not state["episode_start"]:
+            print(f"resumed mid-episode: the {N} interrupted episodes (up to {max(state['episode_step'])} steps in) "
+                  "are not counted and every env starts a fresh one (environment states are not saved)",
+                  flush=True)  # fmt: skip
+        elif state["env_generators"] is None:
+            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
+                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
+    else:
+        print(f"run {run_path}: steps 0..{total_steps} (env steps over {N} envs), obs dim {obs_dim}, device "
+              f"{device}, sim {sim}", flush=True)  # fmt: skip
+
+    windows.reset(obs)
+    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
+    start_step, start_time = global_step, time.time()
+    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
+    stop = []
+
+    def on_signal(signum, frame):
+        if stop:
+            os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
+        stop.append(signal.Signals(signum).name)
+        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while global_step < total_steps:
+            action = act(global_step, obs, windows, actor, envs, args)
+            check_action(action, "actor", global_step)
+            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+            global_step += N
+            episode_step += 1
+            episode_return += reward
+            episode_success |= success
+            if done.any():  # means over the episodes that ended in this step
+                writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
+                writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
+                writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
+                episode_count += int(done.sum())
+                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+            windows.push(next_obs, done)  # an env that reset starts its window afresh
+            obs = next_obs
+
+            losses = {}
+            if global_step > args.learning_starts:
+                updates_owed += N * args.utd
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.batch_size, args.history_len)
+                    losses = td3_update(updates, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                        q_optimizer, actor_optimizer, args)  # fmt: skip
+                    check_finite(losses, global_step)
+                updates_owed -= int(updates_owed)
+
+            if crossed(global_step, N, args.log_frequency):
+                for name, value in losses.items():
+                    writer.add_scalar(name, value.item(), global_step)
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                writer.add_scalar("charts/SPS", sps, global_step)
+            if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
+                policy = lambda w: actor(w.obs, w.valid)  # deterministic: no exploration noise
+                seed = args.seed + 10_000 + global_step
+                last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, args.history_len, global_step)
+                for key, value in last_eval.items():
+                    writer.add_scalar(f"eval/{key}", value, global_step)
+                sps = int((global_step - start_step) / (time.time() - start_time))
+                evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
+                print(f"step={global_step} SPS={sps} episodes={episode_count} {evals}", flush=True)
+            if on_step is not None:
+                on_step(locals())
+            periodic = args.checkpoint_frequency and crossed(global_step, N, args.checkpoint_frequency)
+            if global_step < total_steps and (stop or periodic):
+                writer.flush()  # every event up to this step is on disk before the state that follows it
+                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
+                if stop:
+                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                      f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
+
+        save_checkpoint(os.path.join(run_path, "final.pt"),
+                        {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
+                         "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
+                         "eval": last_eval})  # fmt: skip
+        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
+            os.remove(os.path.join(run_path, RESUME_FILE))
+        print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        envs.close()
+        eval_envs.close()
+        writer.close()
 
 
 def cli() -> int:
     args = tyro.cli(Args)
     try:
+        if args.resume:  # the run's own flags, with those given on this command line over them
+            args = tyro.cli(Args, default=Args(**{**load_resume_state(args.resume)["args"], "resume": args.resume}))
         main(args)
     except UsageError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"{os.path.basename(sys.argv[0])}: interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DivergenceError as e:
         print(f"{os.path.basename(sys.argv[0])}: diverged: {e}; stopping, no checkpoint written", file=sys.stderr)
         return 1

@@ -263,7 +263,7 @@ def test_ctrl_c_stops_the_whole_process_group_cleanly_and_the_run_resumes(tmp_pa
             proc.kill()
     interrupted_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), "td3_accel_maniskill.py",
                      "SIGINT")  # fmt: skip
-    assert "SIGINT: finishing step" in err
+    assert "SIGINT: finishing the current step" in err
     path = single_run_dir(tmp_path)
     state = resume_state(path)
     step = state["global_step"]
@@ -279,6 +279,34 @@ def test_ctrl_c_stops_the_whole_process_group_cleanly_and_the_run_resumes(tmp_pa
     assert_each_step_logged_once(ea)
     stages = dict(scalars(ea, "charts/stage"))
     assert (stages[step + 20], stages[step + 40], max(stages)) == (1, 2, step + 40)  # each stage's end
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines (TD3 from scratch with the MLP, LSTM and transformer actors): the same round trip
+BASELINE_TINY = dict(env_id="PushCube-v1", num_envs=2, num_eval_envs=1, eval_episodes=1, total_timesteps=60,
+                     learning_starts=20, batch_size=16, buffer_size=200, eval_frequency=1000, log_frequency=10,
+                     num_threads=1)  # fmt: skip
+ARCH_TINY = {"mlp": {}, "lstm": dict(lstm_hidden_size=8), "transformer": dict(dim_model=16, dim_feedforward=16)}
+
+
+@needs_maniskill
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_baseline_sigterm_then_resume(name, tmp_path):
+    b = BASELINES[name]
+    args = [*flags(**BASELINE_TINY, **ARCH_TINY[name]), "--run-dir", tmp_path]
+    interrupted_line(run_cli_hooked(b, args, sigterm_at(30)), script_name(name), "SIGTERM", 30)
+    path = single_run_dir(tmp_path)
+    state = resume_state(path)
+    assert (state["script"], state["global_step"], state["episode_start"]) == (script_name(name), 30, False)
+    proc = checked(run_cli(b, ["--resume", path]))
+    assert f"resumed {path} at step 30" in proc.stdout
+    assert "resumed mid-episode: the 2 interrupted episodes (up to 15 steps in) are not counted" in proc.stdout
+    assert torch.load(os.path.join(path, "final.pt"), weights_only=False)["global_step"] == 60
+    assert not os.path.exists(os.path.join(path, b.RESUME_FILE))
+    ea = load_run_events(path)
+    assert_each_step_logged_once(ea)
+    assert [s for s, _ in scalars(ea, "losses/qf1_loss")] == [30, 40, 50, 60]  # learning from step 20 on
+    assert [s for s, _ in scalars(ea, "eval/success_once")] == [60]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,33 +337,36 @@ def corrupt_run(tmp_path, name):
     return str(tmp_path / "run")
 
 
+def other_scripts_run(tmp_path, name):
+    return saved_run(tmp_path, name, script="td3_accel_mujoco.py")
+
+
+def stage_2_run(tmp_path, name):
+    return saved_run(tmp_path, name, stage=2)
+
+
+# case: (how to make the run directory, extra flags, what the error says)
 BAD_RESUME = {
     "missing dir": (lambda tmp_path, name: str(tmp_path / "nope"), [], "no such run directory"),
     "no resume.pt": (finished_run, [], "no resume.pt to resume from (the run finished: final.pt is there)"),
     "corrupt": (corrupt_run, [], "resume.pt is not readable ("),
-    "contradicting flag": (
-        saved_run,
-        ["--env-id", "PullCube-v1"],
-        "--env-id PullCube-v1 contradicts the run's PushCube-v1; only ",
-    ),  # fmt: skip
-    "another script": (
-        lambda tmp_path, name: saved_run(tmp_path, name, script="td3_accel_mujoco.py"),
-        [],
-        "resume.pt was not written by {script}",
-    ),  # fmt: skip
-    "stage 1 is over": (
-        lambda tmp_path, name: saved_run(tmp_path, name, stage=2),
-        ["--accel-steps", 100],
-        "--accel-steps cannot change, stage 1 is over",
-    ),  # fmt: skip
+    "contradicting flag": (saved_run, ["--env-id", "PullCube-v1"], "--env-id PullCube-v1 contradicts the run's Push"),
+    "another script": (other_scripts_run, [], "resume.pt was not written by {script}"),
+}
+ACCEL_BAD_RESUME = {
+    "stage 1 is over": (stage_2_run, ["--accel-steps", 100], "--accel-steps cannot change, stage 1 is over"),
     "steps already run": (saved_run, ["--accel-steps", 50], "--accel-steps 50 is less than the 100 steps stage 1"),
 }
+BASELINE_BAD_RESUME = {
+    "steps already run": (saved_run, ["--total-timesteps", 50], "--total-timesteps 50 ends the run before step 100"),
+}
+BAD_CASES = [(name, case) for name in SCRIPTS for case in BAD_RESUME] + [("accel", c) for c in ACCEL_BAD_RESUME]
+BAD_CASES += [(name, case) for name in BASELINES for case in BASELINE_BAD_RESUME]
 
 
-@pytest.mark.parametrize("case", list(BAD_RESUME))
-@pytest.mark.parametrize("name", ["accel"])
+@pytest.mark.parametrize("name,case", BAD_CASES)
 def test_bad_resume_exits_2_with_one_line(name, case, tmp_path):
-    make, extra, message = BAD_RESUME[case]
+    make, extra, message = {**BAD_RESUME, **(ACCEL_BAD_RESUME if name == "accel" else BASELINE_BAD_RESUME)}[case]
     path = make(tmp_path, name)
     before = sorted(os.listdir(tmp_path))
     proc = run_cli(SCRIPTS[name], ["--resume", path, *extra])
@@ -346,7 +377,8 @@ def test_bad_resume_exits_2_with_one_line(name, case, tmp_path):
     assert sorted(os.listdir(tmp_path)) == before and proc.stdout == ""
 
 
-RESUME_SHARED = ["EnvGenerators", "buffer_state", "load_buffer_state"]
+RESUME_SHARED = ["RESUME_FILE", "EXIT_INTERRUPTED", "Interrupted", "EnvGenerators", "buffer_state",
+                 "load_buffer_state", "load_resume_state"]  # fmt: skip
 
 
 def top_level(path: str) -> dict:
