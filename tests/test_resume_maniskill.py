@@ -48,12 +48,10 @@ def flags(**kw) -> list:
     return out
 
 
-def sigterm_at(step: int, also=None):
-    """An on_step hook that sends this process SIGTERM after global step `step` (and calls `also` on every step)."""
+def sigterm_at(step: int):
+    """An on_step hook that sends this process SIGTERM after global step `step`."""
 
     def hook(L):
-        if also is not None:
-            also(L)
         if L["global_step"] == step:
             os.kill(os.getpid(), signal.SIGTERM)
 
