@@ -43,8 +43,8 @@ class Args:
     """Transformer acceleration on velocity-only Gymnasium MuJoCo: stage 1 (LSTM TD3 accelerator, transformer trained
     from it), then stage 2 (transformer fine-tuned with TD3 and the LSTM critics). The paper's algorithms as printed,
     where our defaults differ (the schedule of td3_accel_mujoco.py, see RESULTS.md): --bc-frequency 1000
-    --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --no-prefill
-    --critic-warmup 0"""
+    --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0
+    --no-prefill --critic-warmup 0"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run directory name)"""
@@ -115,6 +115,7 @@ class Args:
     # Transformer acceleration (Algorithms 1-3). The defaults keep the transformer close to its accelerator (the
     # transfer study in RESULTS.md); Algorithm 1 as printed (train on T, then empty it) is
     # --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0
+    # --bc-dagger 0
     bc_frequency: int = 8
     """train the transformer every this many environment steps (stage 1, after --learning-starts)"""
     bc_updates: int = 1
@@ -134,6 +135,11 @@ class Args:
     """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
     transformer also learns the accelerator's action a little off its states, where its own small errors take it
     (without it, Pendulum's transformer drifted off T's states; RESULTS.md). 0: the states as visited"""
+    bc_dagger: float = 0.25
+    """the fraction of stage-1 training episodes (after --learning-starts) in which the transformer acts, with
+    exploration noise, instead of the accelerator (DAgger): T then holds the states its own errors lead to, labelled
+    by the accelerator's actor; the accelerator learns from these transitions too, off-policy (without it, Pendulum's
+    transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the accelerator always acts"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
     prefill: bool = True
@@ -206,7 +212,7 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    for name in ["gamma", "tau"]:
+    for name in ["gamma", "tau", "bc_dagger"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
     for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
@@ -737,30 +743,40 @@ transformer_act = lstm_act  # the same call: both actors read (window, valid); l
 
 
 def act(stage: int, global_step: int, window: EpisodeWindow, actor, transformer, action_space, args: Args,
-        device) -> np.ndarray:  # fmt: skip
+        device, dagger: bool = False) -> np.ndarray:  # fmt: skip
     """Algorithm 1 line 5 / Algorithm 4 line 3: the acting policy (the LSTM accelerator on its history in stage 1,
-    the transformer on its context in stage 2) plus Gaussian exploration noise; uniform random during stage 1's
-    warm-up."""
+    the transformer on its context in stage 2 and in --bc-dagger episodes) plus Gaussian exploration noise; uniform
+    random during stage 1's warm-up."""
     if stage == 1 and global_step < args.learning_starts:
         return action_space.sample()
     low, high = action_space.low, action_space.high
-    if stage == 1:
-        action = lstm_act(actor, window.last(args.history_len), device)
-    else:
+    if stage == 2 or dagger:
         action = transformer_act(transformer, window.last(args.context_len), device)
+    else:
+        action = lstm_act(actor, window.last(args.history_len), device)
     return np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
 
 
-def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device) -> None:
+def draw_dagger(stage: int, global_step: int, args: Args) -> bool:
+    """Whether the transformer drives the episode starting now (--bc-dagger; no random draw when it is 0)."""
+    return (
+        stage == 1 and args.bc_dagger > 0 and global_step >= args.learning_starts and np.random.rand() < args.bc_dagger
+    )
+
+
+def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device,
+               dagger: bool = False) -> None:  # fmt: skip
     """Algorithm 1 line 7: store (window of s, a) in T. With --bc-state-noise (section 3.1), store the noisy window
-    (padding stays zero) and the accelerator's action on its noisy history."""
+    (padding stays zero) and the accelerator's action on its noisy history. In a --bc-dagger episode the executed
+    action is the transformer's, so the label is the LSTM actor on the history of s."""
     if args.bc_state_noise > 0:
         noisy = copy.copy(window)
         noisy.obs = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
         noisy.obs = noisy.obs.astype(np.float32)
         trajectory.add(noisy.obs, noisy.valid, lstm_act(actor, noisy.last(args.history_len), device))
     else:
-        trajectory.add(window.obs, window.valid, action)
+        label = lstm_act(actor, window.last(args.history_len), device) if dagger else action
+        trajectory.add(window.obs, window.valid, label)
 
 
 def evaluate(env, act, episodes: int, seed: int, length: int, step: int,
@@ -970,7 +986,7 @@ def main(args: Args, on_step=None) -> None:
         global_step = stage1_end = ckpt["global_step"]
     from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
     window = EpisodeWindow(window_len, obs_dim)
-    episode_count, last_eval, stage_losses = 0, {}, {}
+    episode_count, last_eval, stage_losses, dagger = 0, {}, {}, False
     obs, _ = env.reset(seed=args.seed)
     env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
 
@@ -990,11 +1006,13 @@ def main(args: Args, on_step=None) -> None:
         """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
         episode (mid-episode: a MuJoCo state is not saved). rb is the active stage's replay buffer. The LSTMs carry
         no hidden state from step to step (each reads its window from a zero state), and the episode window starts
-        anew with the episode: at a boundary there is nothing in flight beyond the env's generator."""
+        anew with the episode: at a boundary there is nothing in flight beyond the env's generator and the episode's
+        --bc-dagger kind (who acts in it)."""
         return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
                 "stage1_end": stage1_end, "from_checkpoint": from_checkpoint, "args": asdict(args),
                 **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
                 "trajectory": trajectory.state_dict(), "episode_count": episode_count, "episode_step": episode_step,
+                "dagger": dagger,
                 "last_eval": last_eval, "stage_losses": stage_losses,
                 # at a boundary the episode just begun is replayed: its reset from the same generator state
                 "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
@@ -1010,7 +1028,7 @@ def main(args: Args, on_step=None) -> None:
         rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
         rb.load_state_dict(state["rb"])
         trajectory.load_state_dict(state["trajectory"])
-        last_eval, stage_losses = state["last_eval"], state["stage_losses"]
+        last_eval, stage_losses, dagger = state["last_eval"], state["stage_losses"], state["dagger"]
         env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
         obs, _ = env.reset()  # no seed: from the saved generator
         env.action_space.np_random.bit_generator.state = state["action_space_rng"]
@@ -1069,12 +1087,12 @@ def main(args: Args, on_step=None) -> None:
                 env_rng = env.unwrapped.np_random.bit_generator.state
                 obs, _ = env.reset()
                 window.reset(obs)
-                episode_step, episode_return = 0, 0.0
+                episode_step, episode_return, dagger = 0, 0.0, False
                 stage_start_step, stage_start_time = global_step, time.time()
 
-            action = act(stage, global_step, window, actor, transformer, env.action_space, args, device)
+            action = act(stage, global_step, window, actor, transformer, env.action_space, args, device, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-                store_in_T(trajectory, window, action, actor, args, device)
+                store_in_T(trajectory, window, action, actor, args, device, dagger)
             check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, next_obs, action, reward, terminated, episode_step)
@@ -1089,6 +1107,7 @@ def main(args: Args, on_step=None) -> None:
                 obs, _ = env.reset()
                 window.reset(obs)
                 episode_step, episode_return = 0, 0.0
+                dagger = draw_dagger(stage, global_step, args)
             else:
                 obs = next_obs
                 window.push(obs)

@@ -63,7 +63,7 @@ class Args:
     """Transformer acceleration on ManiSkill3: stage 1 (MLP TD3 accelerator, transformer trained from it), then
     stage 2 (transformer fine-tuned with TD3), with parallel envs. Steps count env steps summed over all envs.
     The paper's algorithms as printed, where our defaults differ: --bc-frequency 1000 --bc-updates 40
-    --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --no-prefill
+    --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0 --no-prefill
     --critic-warmup 0"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -166,6 +166,12 @@ class Args:
     bc_state_noise: float = 0.1
     """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
     transformer also learns the accelerator's action a little off its states. 0: the states as visited"""
+    bc_dagger: float = 0.25
+    """the fraction of stage-1 training episodes (after --learning-starts) in which the transformer acts, with
+    exploration noise, instead of the accelerator (DAgger): T then holds the states its own errors lead to, labelled
+    by the accelerator's actor; the accelerator learns from these transitions too, off-policy (without it, Pendulum's
+    transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the accelerator always acts. Drawn
+    for each env at each of its episode starts"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
     prefill: bool = True
@@ -234,7 +240,7 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    for name in ["gamma", "tau"]:
+    for name in ["gamma", "tau", "bc_dagger"]:
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
     for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
@@ -723,27 +729,44 @@ def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_tar
 
 # ---------------------------------------------------------------------------------------------------------------
 # Acting and evaluation
-def act(stage: int, global_step: int, obs, windows: EpisodeWindows, actor, transformer, envs: VecEnv,
-        args: Args) -> torch.Tensor:  # fmt: skip
+def act(stage: int, global_step: int, obs, windows: EpisodeWindows, actor, transformer, envs: VecEnv, args: Args,
+        dagger: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Algorithm 1 line 5 / Algorithm 4 line 3, for all envs: the acting policy (the accelerator in stage 1, the
-    transformer on each env's window in stage 2) plus Gaussian exploration noise; uniform random during stage 1's
-    warm-up."""
+    transformer on each env's window in stage 2 and, in stage 1, in the envs whose `dagger` flag is set: their
+    --bc-dagger episodes) plus Gaussian exploration noise; uniform random during stage 1's warm-up."""
     low, high = envs.low, envs.high
     if stage == 1 and global_step < args.learning_starts:
         return low + torch.rand(envs.num_envs, envs.act_dim, device=low.device) * (high - low)
     with torch.no_grad():
-        action = actor(obs) if stage == 1 else transformer(windows.obs, windows.valid)
+        if stage == 2:
+            action = transformer(windows.obs, windows.valid)
+        else:
+            action = actor(obs)
+            if dagger is not None and dagger.any():
+                action = torch.where(dagger[:, None], transformer(windows.obs, windows.valid), action)
     noise = torch.randn_like(action) * (high - low) / 2 * args.exploration_noise
     return torch.max(torch.min(action + noise, high), low)
 
 
+def draw_dagger(stage: int, global_step: int, done: torch.Tensor, dagger: torch.Tensor, args: Args) -> torch.Tensor:
+    """The --bc-dagger flags after a step: each env whose episode starts now (`done`) draws whether the transformer
+    drives it (no random draw when --bc-dagger is 0, in the warm-up or in stage 2); the others keep theirs."""
+    if stage == 1 and args.bc_dagger > 0 and global_step >= args.learning_starts:
+        return torch.where(done, torch.rand(len(done), device=done.device) < args.bc_dagger, dagger)
+    return dagger & ~done
+
+
 @torch.no_grad()
-def store_in_T(trajectory: TrajectoryBuffer, windows: EpisodeWindows, action, actor, args: Args) -> None:
+def store_in_T(trajectory: TrajectoryBuffer, windows: EpisodeWindows, action, actor, args: Args,
+               dagger: torch.Tensor | None = None) -> None:  # fmt: skip
     """Algorithm 1 line 7: store each env's (window of s, a) in T. With --bc-state-noise (section 3.1), store the
-    noisy window (padding stays zero) and the accelerator's action on it."""
+    noisy window (padding stays zero) and the accelerator's action on it. In the envs in a --bc-dagger episode
+    (`dagger`) the executed action is the transformer's, so their label is the accelerator's actor on s."""
     if args.bc_state_noise > 0:
         noisy = windows.obs + torch.randn_like(windows.obs) * args.bc_state_noise * windows.valid[..., None]
         trajectory.add(noisy, windows.valid, actor(noisy[:, -1]))
+    elif dagger is not None and dagger.any():
+        trajectory.add(windows.obs, windows.valid, torch.where(dagger[:, None], actor(windows.obs[:, -1]), action))
     else:
         trajectory.add(windows.obs, windows.valid, action)
 
@@ -982,6 +1005,7 @@ def main(args: Args, on_step=None) -> None:
     from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
     windows = EpisodeWindows(N, args.context_len, obs_dim, device)
     episode_step = torch.zeros(N, dtype=torch.long, device=device)
+    dagger = torch.zeros(N, dtype=torch.bool, device=device)  # the envs whose episode the transformer drives
     episode_count, updates, updates_owed = 0, 0, 0.0
     last_eval, stage_losses = {}, {}
     obs = envs.reset(seed=args.seed)
@@ -1009,7 +1033,7 @@ def main(args: Args, on_step=None) -> None:
                 **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
                 "trajectory": trajectory.state_dict(), "episode_count": episode_count, "updates": updates,
                 "updates_owed": updates_owed, "last_eval": last_eval, "stage_losses": stage_losses,
-                "episode_start": episode_start, "episode_step": episode_step.tolist(),
+                "episode_start": episode_start, "episode_step": episode_step.tolist(), "dagger": dagger.tolist(),
                 "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
                 "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
@@ -1024,6 +1048,7 @@ def main(args: Args, on_step=None) -> None:
         rb.load_state_dict(state["rb"])
         trajectory.load_state_dict(state["trajectory"])
         last_eval, stage_losses = state["last_eval"], state["stage_losses"]
+        dagger = torch.tensor(state["dagger"], dtype=torch.bool, device=device)  # each env goes on with its kind
         obs = envs.reset_from(state["env_generators"])  # at an episode start: the same episodes again
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
@@ -1084,12 +1109,12 @@ def main(args: Args, on_step=None) -> None:
                 transformer_optimizer = torch.optim.Adam(transformer.parameters(), lr=args.learning_rate)
                 obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
                 windows.reset(obs)
-                episode_step.zero_(), episode_return.zero_(), episode_success.zero_()
+                episode_step.zero_(), episode_return.zero_(), episode_success.zero_(), dagger.zero_()
                 stage_start_step, stage_start_time = global_step, time.time()
 
-            action = act(stage, global_step, obs, windows, actor, transformer, envs, args)
+            action = act(stage, global_step, obs, windows, actor, transformer, envs, args, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-                store_in_T(trajectory, windows, action, actor, args)
+                store_in_T(trajectory, windows, action, actor, args, dagger)
             check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
             next_obs, final_obs, reward, terminated, done, success = envs.step(action)
             rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
@@ -1103,6 +1128,7 @@ def main(args: Args, on_step=None) -> None:
                 writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
                 episode_count += int(done.sum())
                 episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+                dagger = draw_dagger(stage, global_step, done, dagger, args)
             windows.push(next_obs, done)  # an env that reset starts its window afresh
             obs = next_obs
 

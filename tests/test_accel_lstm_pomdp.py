@@ -261,7 +261,7 @@ class Recorder:
 
     def __init__(self):
         self.episode, self.prev, self.snap, self.t_len = [], None, {}, {}
-        self.events = {"ends": 0, "stage2": 0}
+        self.events = {"ends": 0, "stage2": 0, "dagger": 0}
         self.lengths = {}  # network name -> window lengths it was called with, over the whole run
 
     def watch(self, L):
@@ -284,12 +284,15 @@ class Recorder:
         w, v, _, _ = rb.windows(np.array([i]), K)
         assert v[0].sum() == min(len(self.episode), K), f"step {g}: window crosses an episode"
         np.testing.assert_array_equal(w[0][v[0]], np.array(self.episode[-K:]))
-        # T: nothing from the random warm-up; each sample is the window acted on with the executed action
+        # T: nothing from the random warm-up; each sample is the window acted on with the executed action (in a
+        # --bc-dagger episode the LSTM actor's label instead: its own test below)
         self.t_len[g] = len(T)
         if stage == 1 and g > args.learning_starts:
             j = (T.ptr - 1) % T.capacity
             np.testing.assert_array_equal(T.windows[j], self.prev["window"], err_msg=f"step {g}: T's window")
-            np.testing.assert_array_equal(T.actions[j], np.float32(L["action"]))
+            if not self.prev["dagger"]:
+                np.testing.assert_array_equal(T.actions[j], np.float32(L["action"]))
+            self.events["dagger"] += self.prev["dagger"]
         done = L["terminated"] or L["truncated"]
         self.events["ends"] += bool(done)
         if done:
@@ -320,7 +323,7 @@ class Recorder:
             names = ("qf1", "qf2", "qf1_target", "qf2_target", "transformer", "transformer_target")
             self.snap["end"] = {n: copy.deepcopy(L[n].state_dict()) for n in names}
             self.snap["objects"] = {n: L[n] for n in names}
-        self.prev = {"stage": stage, "done": done, "window": L["window"].obs.copy()}
+        self.prev = {"stage": stage, "done": done, "window": L["window"].obs.copy(), "dagger": L["dagger"]}
 
 
 @pytest.fixture(scope="module")
@@ -340,12 +343,51 @@ def loop_run(tmp_path_factory):
 def test_loop_windows_T_handover_and_prefill(loop_run):
     args, rec = loop_run  # the Recorder asserted every step; here: the run crossed what it should
     assert rec.events["ends"] >= 10 and rec.events["stage2"] == LOOP_FINETUNE
+    assert 0 < rec.events["dagger"] < LOOP_ACCEL - LOOP_STARTS  # --bc-dagger 0.25: the transformer drove some steps
     # the LSTMs (the critics in both stages too) only ever read histories, the transformer only its contexts
     assert rec.lengths == {"actor": {H}, "actor_target": {H}, "qf1": {H}, "qf2": {H}, "qf1_target": {H},
                            "qf2_target": {H}, "transformer": {K}, "transformer_target": {K}}  # fmt: skip
     for g, n in rec.t_len.items():  # T is empty through the warm-up, then one sample per acting step
         want = 0 if g <= args.learning_starts or g > args.accel_steps else g - args.learning_starts
         assert n == want, f"step {g}: T holds {n}, expected {want}"
+
+
+def test_bc_dagger_episodes_are_driven_by_the_transformer_and_labelled_by_the_lstm(tmp_path):
+    """--bc-dagger 1: every episode that starts after --learning-starts is driven by the transformer on its context
+    window, and T holds the windows it visits labelled by the LSTM actor on their history; before, never."""
+    checked, starts = [], {"episode": 0}
+
+    def on_step(L):
+        T, g, args = L["trajectory"], L["global_step"], L["args"]
+        if L["stage"] == 1 and g > 1:
+            window, actor, transformer, dagger = on_step.before
+            # the episode of step g (executed at g - 1) began at starts["episode"]: --bc-dagger 1 drives it if that
+            # was at or after --learning-starts (Hopper's episodes end anywhere, the warm-up's last one runs on)
+            assert dagger == (starts["episode"] >= args.learning_starts), f"step {g}: who drove the episode"
+            if dagger:
+                j = (T.ptr - 1) % T.capacity
+                np.testing.assert_array_equal(T.windows[j], window.obs)  # the window acted on, as visited
+                # exploration noise 0: the executed action is the transformer's on its context, T's label the LSTM
+                # actor's on its history of the same window
+                want = m.transformer_act(transformer, window.last(args.context_len), "cpu")
+                np.testing.assert_allclose(L["action"], want, rtol=1e-5, atol=1e-6)
+                label = m.lstm_act(actor, window.last(args.history_len), "cpu")
+                np.testing.assert_allclose(T.actions[j], label, rtol=1e-5, atol=1e-6)
+                checked.append(np.abs(T.actions[j] - L["action"]).max())
+        if L["terminated"] or L["truncated"]:
+            starts["episode"] = g
+        on_step.before = (copy.deepcopy(L["window"]), copy.deepcopy(L["actor"]), copy.deepcopy(L["transformer"]),
+                          L["dagger"])  # fmt: skip
+
+    args = dataclasses.replace(
+        m.Args(), env_id=ENV_ID, accel_steps=LOOP_ACCEL, learning_starts=LOOP_STARTS, finetune_steps=4,
+        eval_frequency=10**6, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000, dim_model=32,
+        dim_feedforward=64, lstm_hidden_size=8, num_threads=1, bc_frequency=4, history_len=H, context_len=K,
+        bc_dagger=1.0, exploration_noise=0.0, bc_state_noise=0.0, bc_target="behavior", run_dir=str(tmp_path),
+    )  # fmt: skip
+    m.main(args, on_step=on_step)
+    assert len(checked) > (LOOP_ACCEL - LOOP_STARTS) // 2  # most of the steps after the warm-up's last episode
+    assert max(checked) > 0.05  # the labels are not the executed actions
 
 
 # ---------------------------------------------------------------------------------------------------------------

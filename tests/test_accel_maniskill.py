@@ -3,6 +3,7 @@ small fake vector env (gymnasium's SyncVectorEnv with same-step auto-reset, as t
 success metrics; and, with ManiSkill installed (CI installs it), a tiny end-to-end run on the real CPU simulator
 (PushCube-v1, 2 train envs + 1 eval env) and its bad-input messages."""
 
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -205,6 +206,60 @@ def test_loop_keeps_windows_and_replay_per_env_under_autoreset(tmp_path, monkeyp
         assert {v for _, v in scalars(ea, f"eval/{who}_return")} == {(10 + 15) / 2}
     lengths = [v for _, v in scalars(ea, "charts/episodic_length")]
     assert set(lengths) <= {2.0, 3.0, 5.0, 2.5, 3.5, 4.0, 10 / 3}  # means over envs ending in the same step
+
+
+def test_bc_dagger_episodes_are_driven_by_the_transformer_per_env_and_labelled_by_the_accelerator(
+    tmp_path, monkeypatch
+):
+    """--bc-dagger 1: each env's episodes that start after --learning-starts are driven by the transformer on that
+    env's window while the other envs' accelerator acts on (the fake envs reset at different steps); T holds each
+    env's window labelled by the accelerator's actor; before, never; resume.pt holds the flags."""
+
+    def envs_without_generators(args, n, ignore, device):
+        envs = fake_envs(n, ignore, device)
+        envs.generators = lambda episode_start: None  # the fake envs have none to save (as on the GPU simulator)
+        return envs
+
+    monkeypatch.setattr(m, "make_envs", envs_without_generators)
+    # learning starts at step 18, one step into env 1's 5-step episode begun at step 15: the transformer drives envs 0
+    # and 2 from step 18 (their episodes start there), env 1 from step 30
+    tiny = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, finetune_steps=9, learning_starts=18,
+                batch_size=8, finetune_batch_size=8, buffer_size=12, accel_buffer_size=300, dim_model=16,
+                dim_feedforward=16, num_threads=1, eval_frequency=1000, log_frequency=15, bc_frequency=3,
+                bc_buffer_size=50, critic_warmup=6, checkpoint_frequency=30, bc_dagger=1.0, exploration_noise=0.0,
+                bc_state_noise=0.0, bc_target="behavior")  # fmt: skip
+    args = dataclasses.replace(m.Args(), **tiny, run_dir=str(tmp_path))
+    N, seen = 3, {"start": torch.zeros(3, dtype=torch.long), "mixed": 0, "labels": [], "flags": {}}
+
+    def on_step(L):
+        g, T, dagger = L["global_step"], L["trajectory"], L["dagger"]
+        if L["stage"] == 1 and g > N:
+            obs, valid, actor, transformer, before = on_step.before
+            # env e's episode began at seen["start"][e]: --bc-dagger 1 drives it if that was after the warm-up
+            assert torch.equal(before, seen["start"] >= args.learning_starts), f"step {g}: {before}"
+            if before.any():
+                with torch.no_grad():
+                    by_transformer, by_actor = transformer(obs, valid), actor(obs[:, -1])
+                torch.testing.assert_close(L["action"][before], by_transformer[before], rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(L["action"][~before], by_actor[~before], rtol=1e-5, atol=1e-6)
+                idx = (T.ptr - N + torch.arange(N)) % T.capacity  # this step's samples, one per env in order
+                assert torch.equal(T.windows[idx], obs) and torch.equal(T.valids[idx], valid)
+                torch.testing.assert_close(T.actions[idx], by_actor, rtol=1e-5, atol=1e-6)  # all: the actor's
+                seen["labels"].append((T.actions[idx] - L["action"])[before].abs().max())
+                seen["mixed"] += bool((~before).any())
+        elif L["stage"] == 2:
+            assert not dagger.any(), f"step {g}: --bc-dagger in stage 2"
+        seen["start"][L["done"]] = g
+        seen["flags"][g] = dagger.clone()
+        if g == 33:  # resume.pt written after step 30 holds that step's flags
+            state = torch.load(os.path.join(single_run_dir(tmp_path), m.RESUME_FILE), weights_only=False)
+            assert state["dagger"] == seen["flags"][30].tolist()
+        on_step.before = (L["windows"].obs.clone(), L["windows"].valid.clone(), copy.deepcopy(L["actor"]),
+                          copy.deepcopy(L["transformer"]), dagger.clone())  # fmt: skip
+
+    m.main(args, on_step=on_step)
+    assert len(seen["labels"]) == (60 - 18) // N and seen["mixed"] == 4  # 4 steps of both, at steps 18..27
+    assert max(seen["labels"]) > 0.05  # the labels are not the executed actions
 
 
 # ---------------------------------------------------------------------------------------------------------------
