@@ -2,7 +2,7 @@
 # The transfer study (stage-1 tracking gap and stage-2 handover drop): 4 environments x the given seeds, at
 # budgets a 2-core machine finishes in under an hour, two runs at a time with one torch thread each.
 # Usage: analysis/transfer_grid.sh OUT_DIR [seeds...]
-#   env: SCRIPT=td3_accel_mujoco.py, JOBS=2, EXTRA="more flags", ENVS="Hopper-v4 ..." (default: all four)
+#   env: SCRIPT=td3_accel_mujoco.py, JOBS=2, EXTRA="more flags", ENVS="Hopper-v4 ..." (default: all four), ROUND
 # Summarize: python analysis/transfer_metrics.py OUT_DIR
 set -euo pipefail
 out=${1:?usage: transfer_grid.sh OUT_DIR [seeds...]}; shift
@@ -11,8 +11,14 @@ script=${SCRIPT:-td3_accel_mujoco.py}; jobs_n=${JOBS:-2}; extra=${EXTRA:-}
 envs=${ENVS:-HalfCheetah-v4 Hopper-v4 InvertedPendulum-v4 Pendulum-v1}
 # env, accel steps, learning starts, finetune steps, evaluation episodes (evaluations every 1000 steps). HalfCheetah
 # needs 40k: at 20k its accelerator was still near a random policy's return on 4 of 6 runs, leaving nothing to track.
-budgets=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5"
-         "InvertedPendulum-v4 10000 1000 4000 5" "Pendulum-v1 10000 1000 4000 5")
+# Round 3 gave HalfCheetah and InvertedPendulum 10k stage-2 steps and more evaluation episodes: with 4k steps and
+# 2 (5) episodes, their last stage-2 evaluation was mostly noise (RESULTS.md). ROUND=2 restores round 2's budgets.
+budgets=("HalfCheetah-v4 40000 5000 10000 5" "Hopper-v4 20000 5000 4000 5"
+         "InvertedPendulum-v4 10000 1000 10000 10" "Pendulum-v1 10000 1000 4000 5")
+if [ "${ROUND:-3}" = 2 ]; then
+  budgets=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5"
+           "InvertedPendulum-v4 10000 1000 4000 5" "Pendulum-v1 10000 1000 4000 5")
+fi
 jobs=()
 for b in "${budgets[@]}"; do
   read -r env accel starts finetune episodes <<< "$b"

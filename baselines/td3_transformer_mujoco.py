@@ -617,7 +617,7 @@ def main(args: Args, on_step=None) -> None:
         if stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
         stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing step {global_step + 1}, then writing {RESUME_FILE} (again to quit at once)",
+        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
     handlers = {}

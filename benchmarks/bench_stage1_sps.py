@@ -17,7 +17,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_SCHEDULE = ["--bc-frequency", "1000", "--bc-updates", "40", "--bc-buffer-size", "1000", "--bc-clear",
-                  "--bc-target", "behavior", "--bc-state-noise", "0"]  # fmt: skip
+                  "--bc-target", "behavior", "--bc-state-noise", "0", "--bc-dagger", "0"]  # fmt: skip
 
 
 def main() -> None:

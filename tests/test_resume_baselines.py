@@ -181,8 +181,8 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(name
     assert proc.returncode == m.EXIT_INTERRUPTED, f"exit code {proc.returncode}\n{out}\n{err}"
     path = single_run_dir(run_dir)
     lines = err.strip().splitlines()
-    assert len(lines) == 2 and re.fullmatch(r"SIGTERM: finishing step \d+, then writing resume\.pt \(again to quit "
-                                            r"at once\)", lines[0]), err  # fmt: skip
+    assert len(lines) == 2 and re.fullmatch(r"SIGTERM: finishing the current step, then writing resume\.pt "
+                                            r"\(again to quit at once\)", lines[0]), err  # fmt: skip
     assert [line for line in lines if "--resume" in line] == lines[1:], err
     match = re.fullmatch(rf"td3_{name}_mujoco\.py: interrupted: SIGTERM at step (\d+): resume\.pt written; continue "
                          rf"with python {re.escape(SCRIPTS[name])} --resume (.+)", lines[1])  # fmt: skip
