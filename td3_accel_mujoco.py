@@ -459,7 +459,11 @@ class ReplayBuffer:
 
 def buffer_state(buffer, fields) -> dict:
     """A ring buffer's filled part (the slots below `count`: a ring fills from slot 0) and its pointer."""
-    return {"ptr": buffer.ptr, "count": buffer.count, **{k: getattr(buffer, k)[: buffer.count] for k in fields}}
+    return {
+        "ptr": buffer.ptr,
+        "count": buffer.count,
+        **{k: torch.from_numpy(getattr(buffer, k)[: buffer.count]) for k in fields},
+    }
 
 
 def load_buffer_state(buffer, state: dict) -> None:
@@ -778,6 +782,10 @@ def main(args: Args, on_step=None) -> None:
         table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
     else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
+        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
         writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     # Algorithm 1, lines 1-3
@@ -1001,13 +1009,13 @@ def main(args: Args, on_step=None) -> None:
             os.remove(os.path.join(run_path, RESUME_FILE))
         print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
         if bar is not None:
             bar.close()
         env.close()
         eval_env.close()
         writer.close()
+        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+            signal.signal(sig, handler)
 
 
 def cli() -> int:
@@ -1030,4 +1038,8 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    code = cli()
+    if code == EXIT_INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down quits at once, no traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
+    sys.exit(code)

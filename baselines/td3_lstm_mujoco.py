@@ -402,7 +402,11 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         """The filled part (the slots below `count`: a ring fills from slot 0) and the pointer."""
         fields = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
-        return {"ptr": self.ptr, "count": self.count, **{k: getattr(self, k)[: self.count] for k in fields}}
+        return {
+            "ptr": self.ptr,
+            "count": self.count,
+            **{k: torch.from_numpy(getattr(self, k)[: self.count]) for k in fields},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
@@ -589,6 +593,10 @@ def main(args: Args, on_step=None) -> None:
         table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
     else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
+        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
         writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
@@ -721,11 +729,11 @@ def main(args: Args, on_step=None) -> None:
             os.remove(os.path.join(run_path, RESUME_FILE))
         print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
         env.close()
         eval_env.close()
         writer.close()
+        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+            signal.signal(sig, handler)
 
 
 def cli() -> int:
@@ -747,4 +755,8 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    code = cli()
+    if code == EXIT_INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down quits at once, no traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
+    sys.exit(code)

@@ -699,6 +699,10 @@ def main(args: Args, on_step=None) -> None:
                  "sim": sim}  # fmt: skip
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
     else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
+        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
         writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
 
     actor = make_transformer(obs_dim, low, high, args).to(device)
@@ -841,11 +845,11 @@ def main(args: Args, on_step=None) -> None:
             os.remove(os.path.join(run_path, RESUME_FILE))
         print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
         envs.close()
         eval_envs.close()
         writer.close()
+        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+            signal.signal(sig, handler)
 
 
 def cli() -> int:
@@ -867,4 +871,8 @@ def cli() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    code = cli()
+    if code == EXIT_INTERRUPTED:  # a second Ctrl-C while the interpreter shuts down quits at once, no traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
+    sys.exit(code)
