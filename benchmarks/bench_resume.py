@@ -2,7 +2,7 @@
 (observation 27, action 8): the default networks, targets and optimizers, a full T, and a replay buffer holding 15k,
 100k or 500k random transitions (added with the script's own ReplayBuffer.add / extend), written with the script's
 own save_checkpoint (temporary file, fsync, rename) and read back with its load_resume_state; for comparison, the same
-state with the buffers' arrays as torch tensors. Prints a markdown table.
+state with the buffers as NumPy arrays, as resume.pt held them before (pickled arrays). Prints a markdown table.
 
     python benchmarks/bench_resume.py --transitions 15000 100000 500000 --repeats 3
 """
@@ -71,7 +71,7 @@ def resume_state(args: m.Args, nets: dict, rb, trajectory, transitions: int) -> 
              "stage1_end": args.accel_steps, "from_checkpoint": False, "args": asdict(args),
              **{k: v.state_dict() for k, v in nets.items()}, "rb": rb.state_dict(),
              "trajectory": trajectory.state_dict(), "episode_count": transitions // 1000, "episode_step": 0,
-             "last_eval": {"accelerator": -1.0, "transformer": -1.0}, "stage_losses": {},
+             "dagger": False, "last_eval": {"accelerator": -1.0, "transformer": -1.0}, "stage_losses": {},
              "env_rng": env.unwrapped.np_random.bit_generator.state,
              "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
              "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": None}  # fmt: skip
@@ -115,29 +115,29 @@ def main() -> None:
                 loads.append(time.perf_counter() - start)
                 assert loaded["rb"]["count"] == transitions
             size = os.path.getsize(path) / 2**20
-            # for comparison: the same state with the buffers' arrays as torch tensors (raw bytes in the archive;
-            # pickle protocol 2, torch.save's, writes a NumPy array's bytes as a latin-1 string encoded in UTF-8)
-            as_tensors = {**state, **{k: {n: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-                                          for n, v in state[k].items()} for k in ("rb", "trajectory")}}  # fmt: skip
-            tensor_writes = []
+            # for comparison, the buffers as NumPy arrays (before): pickle protocol 2, torch.save's, writes an array's
+            # bytes as a latin-1 string encoded in UTF-8, where a tensor's raw bytes go into the archive as they are
+            as_arrays = {**state, **{k: {n: v.numpy() if isinstance(v, torch.Tensor) else v
+                                         for n, v in state[k].items()} for k in ("rb", "trajectory")}}  # fmt: skip
+            array_writes = []
             for _ in range(opts.repeats):
                 start = time.perf_counter()
-                m.save_checkpoint(path, as_tensors)
-                tensor_writes.append(time.perf_counter() - start)
-            tensor_size = os.path.getsize(path) / 2**20
+                m.save_checkpoint(path, as_arrays)
+                array_writes.append(time.perf_counter() - start)
+            array_size = os.path.getsize(path) / 2**20
             write, load = statistics.median(writes), statistics.median(loads)
             rows.append(f"| {transitions:,} | {size:.0f} | {write:.2f} | {size / write:.0f} | {load:.2f} "
-                        f"| {tensor_size:.0f} / {statistics.median(tensor_writes):.2f} |")  # fmt: skip
+                        f"| {array_size:.0f} / {statistics.median(array_writes):.2f} |")  # fmt: skip
             print(f"{transitions} transitions: {size:.1f} MiB, writes {[round(t, 3) for t in writes]} s, "
-                  f"loads {[round(t, 3) for t in loads]} s; as tensors {tensor_size:.1f} MiB, writes "
-                  f"{[round(t, 3) for t in tensor_writes]} s", file=sys.stderr, flush=True)  # fmt: skip
-            del rb, trajectory, state, loaded, as_tensors
+                  f"loads {[round(t, 3) for t in loads]} s; as arrays {array_size:.1f} MiB, writes "
+                  f"{[round(t, 3) for t in array_writes]} s", file=sys.stderr, flush=True)  # fmt: skip
+            del rb, trajectory, state, loaded, as_arrays
     finally:
         shutil.rmtree(run)
     print(f"Machine: {machine()}. Written to {opts.dir or tempfile.gettempdir()}.\n")
     print(f"```bash\npython benchmarks/bench_resume.py {' '.join(sys.argv[1:])}\n```\n")
     print(f"| transitions in the replay buffer | resume.pt (MiB) | write, median of {opts.repeats} (s) | MiB/s "
-          f"| load (s) | buffers as tensors: MiB / write (s) |\n|---|---|---|---|---|---|")  # fmt: skip
+          f"| load (s) | before (buffers as NumPy arrays): MiB / write (s) |\n|---|---|---|---|---|---|")  # fmt: skip
     print("\n".join(rows))
 
 
