@@ -11,9 +11,9 @@ script=${SCRIPT:-td3_accel_mujoco.py}; jobs_n=${JOBS:-2}; extra=${EXTRA:-}
 envs=${ENVS:-HalfCheetah-v4 Hopper-v4 InvertedPendulum-v4 Pendulum-v1}
 # env, accel steps, learning starts, finetune steps, evaluation episodes (evaluations every 1000 steps). HalfCheetah
 # needs 40k: at 20k its accelerator was still near a random policy's return on 4 of 6 runs, leaving nothing to track.
-# Round 3 gave HalfCheetah and InvertedPendulum 10k stage-2 steps and more evaluation episodes: with 4k steps and
-# 2 (5) episodes, their last stage-2 evaluation was mostly noise (RESULTS.md). ROUND=2 restores round 2's budgets.
-budgets=("HalfCheetah-v4 40000 5000 10000 5" "Hopper-v4 20000 5000 4000 5"
+# Round 3 gave the MuJoCo envs 10k stage-2 steps (HalfCheetah and InvertedPendulum also more evaluation episodes):
+# after 4k, whether stage 2 ends above stage 1 was mostly noise (RESULTS.md). ROUND=2 restores round 2's budgets.
+budgets=("HalfCheetah-v4 40000 5000 10000 5" "Hopper-v4 20000 5000 10000 5"
          "InvertedPendulum-v4 10000 1000 10000 10" "Pendulum-v1 10000 1000 4000 5")
 if [ "${ROUND:-3}" = 2 ]; then
   budgets=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5"
