@@ -3,7 +3,7 @@ transformer, trained only from its accelerator, ends stage 1 close to that accel
 gap (accelerator - transformer) / (accelerator - random policy) over the last 3 evaluations, inside the run, so no
 absolute return is tuned to a few seeds; the bound is the transfer issue's target for the mean, 0.15. Stage 1 is the
 study's first 6k steps: there Algorithm 1 as printed (T emptied every 1000 steps) gave gaps 0.23, 0.36 and 0.39 on
-seeds 1-3, round 1's schedule (no state noise) 0.10, -0.01 and 0.05, and today's defaults 0.07, 0.17 and 0.01 (the
+seeds 1-3, round 1's schedule (no state noise) 0.10, -0.01 and 0.05, and round 2's 0.07, 0.17 and 0.01 (the
 study's runs, evaluated up to step 6000; every run is identical to a 6k-step run up to there). The test runs seed 1,
 fixed before any run. About 2 minutes on one core, hence `slow`."""
 
