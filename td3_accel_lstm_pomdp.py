@@ -982,13 +982,17 @@ def main(args: Args, on_step=None) -> None:
     window_len = max(args.history_len, args.context_len)
     trajectory = TrajectoryBuffer(args.bc_buffer_size, window_len, obs_dim, act_dim)
 
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
+                "transformer_optimizer": transformer_optimizer}  # fmt: skip
+
     global_step, stage1_end, stage = 0, args.accel_steps, 1
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
-        for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
-                          ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
-                          ("transformer_target", transformer_target)]:  # fmt: skip
-            net.load_state_dict(ckpt[name])
-        q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        for name, obj in learners().items():  # not the dropped actor's Adam, the transformer's starts fresh (Alg. 4)
+            if name not in ("actor_optimizer", "transformer_optimizer"):
+                obj.load_state_dict(ckpt[name])
         for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
             group["lr"] = args.learning_rate
         global_step = stage1_end = ckpt["global_step"]
@@ -997,12 +1001,6 @@ def main(args: Args, on_step=None) -> None:
     episode_count, last_eval, stage_losses, dagger = 0, {}, {}, False
     obs, _ = env.reset(seed=args.seed)
     env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
-                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
-                "transformer_optimizer": transformer_optimizer}  # fmt: skip
 
     def checkpoint(stage: int) -> dict:
         return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,

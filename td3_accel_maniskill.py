@@ -995,14 +995,18 @@ def main(args: Args, on_step=None) -> None:
     rb = ReplayBuffer(args.accel_buffer_size, N, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
     trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim, device)
 
+    def learners() -> dict:
+        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
+                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
+                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
+                "transformer_optimizer": transformer_optimizer}  # fmt: skip
+
     # stage lengths rounded up to whole steps of all envs, so that global_step lands on each stage's end
     global_step, stage1_end, stage = 0, math.ceil(args.accel_steps / N) * N, 1
     if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
-        for name, net in [("actor", actor), ("actor_target", actor_target), ("qf1", qf1), ("qf2", qf2),
-                          ("qf1_target", qf1_target), ("qf2_target", qf2_target), ("transformer", transformer),
-                          ("transformer_target", transformer_target)]:  # fmt: skip
-            net.load_state_dict(ckpt[name])
-        q_optimizer.load_state_dict(ckpt["q_optimizer"])
+        for name, obj in learners().items():  # not the dropped actor's Adam, the transformer's starts fresh (Alg. 4)
+            if name not in ("actor_optimizer", "transformer_optimizer"):
+                obj.load_state_dict(ckpt[name])
         for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
             group["lr"] = args.learning_rate
         global_step = stage1_end = ckpt["global_step"]
@@ -1013,12 +1017,6 @@ def main(args: Args, on_step=None) -> None:
     episode_count, updates, updates_owed = 0, 0, 0.0
     last_eval, stage_losses = {}, {}
     obs = envs.reset(seed=args.seed)
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
-                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
-                "transformer_optimizer": transformer_optimizer}  # fmt: skip
 
     def checkpoint(stage: int) -> dict:
         return {"script": "td3_accel_maniskill.py", "stage": stage, "global_step": global_step, "args": asdict(args),
