@@ -123,6 +123,45 @@ def load_run_events(run_path: str):
     return ea
 
 
+def checked(proc, rc=0):
+    """A finished run_cli / subprocess run: the expected exit code (output shown if not) and no traceback."""
+    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def load_pt(path) -> dict:
+    """A checkpoint or resume.pt, whole (args, generator states and all)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def assert_identical(a, b, where=""):
+    """Exact equality of nested state dicts (tensors bit for bit)."""
+    import torch
+
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_identical(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), f"{where} differs"
+    else:
+        assert a == b, f"{where}: {a} != {b}"
+
+
+def assert_each_step_once(ea) -> None:
+    """Every scalar tag of a (possibly resumed) run logs each step once, in order."""
+    for tag in ea.Tags()["scalars"]:
+        steps = [s for s, _ in scalars(ea, tag)]
+        assert steps == sorted(set(steps)), f"{tag} logged a step twice (or out of order): {steps}"
+
+
 def scalars(ea, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in ea.Scalars(tag)]
 

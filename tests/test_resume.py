@@ -18,6 +18,9 @@ import tyro
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accel_helpers import (  # noqa: E402
     TINY_ACCEL,
+    assert_identical,
+    checked,
+    load_pt,
     load_run_events,
     run_cli,
     scalars,
@@ -42,35 +45,9 @@ ERROR = re.compile(r"^td3_accel_mujoco\.py: error: --resume .+$")
 RESUMED = re.compile(r"^resumed (\S+) at step (\d+) \(stage ([12])\)$", re.M)
 
 
-def load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def checked(proc, rc=0):
-    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def evals(run) -> dict:
     ea = load_run_events(run)
     return {tag: scalars(ea, tag) for tag in EVAL_STEPS}
-
-
-def assert_identical(a, b, where=""):
-    """Exact equality of nested state dicts (tensors bit for bit)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_identical(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_identical(x, y, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), f"{where} differs"
-    else:
-        assert a == b, f"{where}: {a} != {b}"
 
 
 def assert_logged_once(run, total=TOTAL_STEPS, eval_steps=EVAL_STEPS):
@@ -99,7 +76,7 @@ def interrupted_run(run_dir, step: int) -> str:
         m.main(args, on_step=on_step)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     run = single_run_dir(run_dir)
-    assert load(os.path.join(run, m.RESUME_FILE))["global_step"] == step
+    assert load_pt(os.path.join(run, m.RESUME_FILE))["global_step"] == step
     return run
 
 
@@ -109,7 +86,7 @@ def reference(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reference")
     checked(run_cli(m, [*FLAGS, "--run-dir", run_dir]))
     run = single_run_dir(run_dir)
-    return {"run": run, "evals": evals(run), "final": load(os.path.join(run, "final.pt"))}
+    return {"run": run, "evals": evals(run), "final": load_pt(os.path.join(run, "final.pt"))}
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +111,7 @@ def copy_run(run, tmp_path) -> str:
 @pytest.mark.parametrize("step,stage", [(400, 1), (800, 2)])
 def test_sigterm_at_episode_boundary_resumes_exactly(reference, stopped, tmp_path, step, stage):
     run = copy_run(stopped(step), tmp_path)
-    state = load(os.path.join(run, m.RESUME_FILE))
+    state = load_pt(os.path.join(run, m.RESUME_FILE))
     assert (state["global_step"], state["stage"], state["episode_step"]) == (step, stage, 0)
     before = signal.getsignal(signal.SIGTERM)
     proc = checked(run_cli(m, ["--resume", run]))
@@ -143,7 +120,7 @@ def test_sigterm_at_episode_boundary_resumes_exactly(reference, stopped, tmp_pat
     assert "mid-episode" not in proc.stdout
     assert not os.path.exists(os.path.join(run, m.RESUME_FILE)), "a finished run leaves no resume.pt"
     assert evals(run) == reference["evals"]
-    final = load(os.path.join(run, "final.pt"))
+    final = load_pt(os.path.join(run, "final.pt"))
     assert final["global_step"] == TOTAL_STEPS
     for key in STATE_KEYS:
         assert_identical(final[key], reference["final"][key], key)
@@ -152,18 +129,18 @@ def test_sigterm_at_episode_boundary_resumes_exactly(reference, stopped, tmp_pat
 
 def test_sigterm_mid_episode_resumes_with_a_fresh_episode(stopped, tmp_path):
     run = copy_run(stopped(300), tmp_path)  # 100 steps into the second episode
-    assert load(os.path.join(run, m.RESUME_FILE))["episode_step"] == 100
+    assert load_pt(os.path.join(run, m.RESUME_FILE))["episode_step"] == 100
     proc = checked(run_cli(m, ["--resume", run]))
     fresh = [line for line in proc.stdout.splitlines() if "fresh" in line]
     assert len(fresh) == 1 and fresh[0].startswith("resumed mid-episode: the interrupted episode (100 steps)"), fresh
-    assert load(os.path.join(run, "final.pt"))["global_step"] == TOTAL_STEPS
+    assert load_pt(os.path.join(run, "final.pt"))["global_step"] == TOTAL_STEPS
     assert_logged_once(run)
 
 
 def test_safe_flags_change_on_resume_and_are_used(stopped, tmp_path):
     run = copy_run(stopped(400), tmp_path)
     checked(run_cli(m, ["--resume", run, "--finetune-steps", 600, "--eval-frequency", 100]))
-    final = load(os.path.join(run, "final.pt"))
+    final = load_pt(os.path.join(run, "final.pt"))
     assert final["global_step"] == 1200 and final["args"]["finetune_steps"] == 600
     assert final["args"]["eval_frequency"] == 100
     # evaluations every 200 steps up to the interruption, every 100 after it
@@ -176,7 +153,7 @@ def test_safe_flags_change_on_resume_and_are_used(stopped, tmp_path):
 # Bad --resume input: one line on stderr, exit code 2, the run directory untouched
 def other_scripts_state(tmp_path, stopped, _reference) -> str:
     os.makedirs(path := os.path.join(tmp_path, "other"))
-    torch.save({"script": "td3_mlp_mujoco.py", "args": load(os.path.join(stopped(800), m.RESUME_FILE))["args"]},
+    torch.save({"script": "td3_mlp_mujoco.py", "args": load_pt(os.path.join(stopped(800), m.RESUME_FILE))["args"]},
                os.path.join(path, m.RESUME_FILE))  # fmt: skip
     return path
 
@@ -255,7 +232,7 @@ class Drill:
         return os.path.join(self.run, name)
 
     def state(self):
-        return load(self.path()) if os.path.exists(self.path()) else None
+        return load_pt(self.path()) if os.path.exists(self.path()) else None
 
     def start(self, flags=()):
         """Start the script: a fresh run, or a --resume of self.run; returns the process and the state it resumes."""
@@ -318,7 +295,7 @@ class Drill:
         state = self.state()
         assert state is not None, "a killed run must leave resume.pt"
         if os.path.exists(self.path("accelerated.pt")):
-            assert load(self.path("accelerated.pt"))["global_step"] == ACCEL_STEPS
+            assert load_pt(self.path("accelerated.pt"))["global_step"] == ACCEL_STEPS
         assert not self.saved or state["global_step"] >= self.saved[-1][0], "resume.pt went back"
         self.saved.append((state["global_step"], state["episode_step"], os.path.getsize(self.path())))
 
@@ -347,7 +324,7 @@ def test_fault_drill_sigkill_then_sigterm(reference, tmp_path):
     assert RESUMED.findall(out) == [(drill.run, str(stopped_at), str(state["stage"]))]
     assert ("resumed mid-episode" in out) == (state["episode_step"] > 0), out
 
-    assert load(drill.path("final.pt"))["global_step"] == TOTAL_STEPS
+    assert load_pt(drill.path("final.pt"))["global_step"] == TOTAL_STEPS
     left = {f for f in os.listdir(drill.run) if not f.startswith("events.out.tfevents.")}
     assert left == {"accelerated.pt", "final.pt"}, "no resume.pt, no temporary files"
     assert_logged_once(drill.run)

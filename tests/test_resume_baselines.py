@@ -21,7 +21,17 @@ import torch
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from accel_helpers import REPO_ROOT, load_run_events, run_cli, scalars, single_run_dir, start_script  # noqa: E402
+from accel_helpers import (  # noqa: E402
+    REPO_ROOT,
+    assert_each_step_once,
+    checked,
+    load_pt,
+    load_run_events,
+    run_cli,
+    scalars,
+    single_run_dir,
+    start_script,
+)
 
 import td3_accel_mujoco as accel  # noqa: E402
 
@@ -80,24 +90,8 @@ def sigterm_once_there(proc, pattern: str, timeout: float = 120):
             proc.communicate()
 
 
-def load_pt(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def ok(proc, rc=0):
-    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def steps_of(ea, tag: str) -> list[int]:
     return [step for step, _ in scalars(ea, tag)]
-
-
-def assert_each_step_once(ea) -> None:
-    for tag in ea.Tags()["scalars"]:
-        steps = steps_of(ea, tag)
-        assert steps == sorted(set(steps)), f"{tag} logged a step twice (or out of order): {steps}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,7 +143,7 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(nam
     assert state["rb"]["count"] == len(state["rb"]["obs"]) == EPISODE  # the buffer's filled part only
     assert not os.path.exists(os.path.join(path, "final.pt"))
 
-    proc = ok(run_cli(m, ["--resume", path], cwd=tmp_path))
+    proc = checked(run_cli(m, ["--resume", path], cwd=tmp_path))
     assert f"resumed {path} at step {EPISODE}" in proc.stdout and "mid-episode" not in proc.stdout
     assert proc.stderr == ""
     assert sorted(f for f in os.listdir(path) if ".pt" in f) == ["final.pt"]
@@ -193,7 +187,7 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(name
     assert state["episode_step"] == stopped % EPISODE and state["episode_count"] == stopped // EPISODE
 
     open(os.path.join(path, f"{m.RESUME_FILE}.tmp4242"), "wb").write(b"half a file")  # a kill mid-write left it
-    resumed = ok(run_cli(m, ["--resume", path, "--eval-frequency", 200], cwd=tmp_path))  # a RESUME_SAFE flag
+    resumed = checked(run_cli(m, ["--resume", path, "--eval-frequency", 200], cwd=tmp_path))  # a RESUME_SAFE flag
     assert f"resumed {path} at step {stopped}" in resumed.stdout
     assert (f"resumed mid-episode: the interrupted episode ({stopped % EPISODE} steps) is not counted" in resumed.stdout
             ) == (stopped % EPISODE != 0)  # fmt: skip
@@ -229,7 +223,7 @@ def test_resume_after_a_crash_logs_each_step_once(name, tmp_path):
         m.main(parse(name, argv), on_step=crash)
     path = single_run_dir(tmp_path / "runs")
     assert steps_of(load_run_events(path), "charts/SPS")[-1] == 90  # logged past the saved step 60
-    proc = ok(run_cli(m, ["--resume", path], cwd=tmp_path))
+    proc = checked(run_cli(m, ["--resume", path], cwd=tmp_path))
     assert f"resumed {path} at step 60" in proc.stdout
     assert "resumed mid-episode: the interrupted episode (60 steps) is not counted" in proc.stdout
     ea = load_run_events(path)

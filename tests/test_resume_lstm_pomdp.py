@@ -21,7 +21,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from accel_helpers import load_run_events, run_cli, scalars, single_run_dir, start_script  # noqa: E402
+from accel_helpers import (  # noqa: E402
+    assert_each_step_once,
+    assert_identical,
+    load_run_events,
+    run_cli,
+    scalars,
+    single_run_dir,
+    start_script,
+)
 from test_accel_lstm_pomdp import checked, load, sha256  # noqa: E402 - the script's other tests' helpers
 
 import td3_accel_lstm_pomdp as m  # noqa: E402
@@ -53,28 +61,6 @@ def sigterm_at(step: int, seen: dict):
             os.kill(os.getpid(), signal.SIGTERM)
 
     return on_step
-
-
-def assert_same_tensors(a, b, where: str) -> None:
-    """Equal to the bit: nested state dicts (networks, Adam states) of two runs."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same_tensors(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_tensors(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
-def assert_no_step_twice(ea) -> None:
-    for tag in ea.Tags()["scalars"]:
-        steps = [s for s, _ in scalars(ea, tag)]
-        assert steps == sorted(set(steps)), f"{tag}: steps logged twice or out of order: {steps}"
 
 
 def test_resume_design_is_td3_accel_mujoco_s():
@@ -123,13 +109,13 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(ref
     for tag in ("eval/transformer_return", "eval/accelerator_return", "charts/episodic_return", "charts/stage",
                 "losses/qf1_loss", "losses/actor_loss", "losses/bc_loss"):  # fmt: skip
         assert scalars(ours, tag) == scalars(ref, tag), tag
-    assert_no_step_twice(ours)
+    assert_each_step_once(ours)
     assert len(ours.Tensors("hyperparameters/text_summary")) == 1  # the resumed process adds no second one
     for name in ("accelerated.pt", "final.pt"):
         a, b = load(os.path.join(path, name)), load(os.path.join(reference["path"], name))
         assert a["global_step"] == b["global_step"]
         for learner in LEARNERS:
-            assert_same_tensors(a[learner], b[learner], f"{name}:{learner}")
+            assert_identical(a[learner], b[learner], f"{name}:{learner}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,7 +163,7 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(tmp_
     assert sorted(f for f in os.listdir(path) if ".pt" in f) == ["accelerated.pt", "final.pt"]
     assert load(os.path.join(path, "final.pt"))["global_step"] == total
     ea = load_run_events(path)
-    assert_no_step_twice(ea)
+    assert_each_step_once(ea)
     logged = sorted({*range(25, total + 1, 25), accel_steps, total})  # every logged step, once
     assert [s for s, _ in scalars(ea, "charts/SPS")] == logged
     # the episode ending at 200 is logged unless it was the one interrupted; the fresh one cannot end in stage 1

@@ -21,7 +21,16 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from accel_helpers import REPO_ROOT, load_run_events, run_cli, scalars, single_run_dir, subprocess_env  # noqa: E402
+from accel_helpers import (  # noqa: E402
+    REPO_ROOT,
+    assert_each_step_once,
+    checked,
+    load_run_events,
+    run_cli,
+    scalars,
+    single_run_dir,
+    subprocess_env,
+)
 
 import td3_accel_maniskill as m  # noqa: E402
 
@@ -68,12 +77,6 @@ def run_cli_hooked(module, args: list, on_step) -> subprocess.CompletedProcess:
         module.main = real
 
 
-def checked(proc, rc=0):
-    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def interrupted_line(proc, script: str, signame: str, step: int | None = None) -> None:
     """The run exited 3 and said so in one last line: which signal, at which step, how to go on."""
     checked(proc, m.EXIT_INTERRUPTED)
@@ -84,9 +87,7 @@ def interrupted_line(proc, script: str, signame: str, step: int | None = None) -
 
 
 def assert_each_step_logged_once(ea) -> None:
-    for tag in ea.Tags()["scalars"]:
-        steps = [s for s, _ in scalars(ea, tag)]
-        assert steps == sorted(set(steps)), (tag, steps)
+    assert_each_step_once(ea)
     assert len(ea.Tensors("hyperparameters/text_summary")) == 1  # a resumed run adds no second table
 
 
