@@ -19,7 +19,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from accel_helpers import load_events, run_cli, run_dirs, scalars, single_run_dir  # noqa: E402
+from accel_helpers import checked, load_events, load_pt, run_cli, run_dirs, scalars, single_run_dir  # noqa: E402
 
 import td3_accel_lstm_pomdp as m  # noqa: E402
 import td3_accel_mujoco as accel_mujoco  # noqa: E402
@@ -34,16 +34,6 @@ FULL_RUN = ["--env-id", ENV_ID, "--accel-steps", ACCEL_STEPS, "--learning-starts
             FINETUNE_STEPS, "--bc-frequency", 8, "--eval-frequency", 200, "--log-frequency", 50, "--critic-ascent",
             "--history-len", 2, "--context-len", 4, *TINY]  # fmt: skip
 LINE = re.compile(r"^td3_accel_lstm_pomdp\.py: error: .+$")
-
-
-def checked(proc, rc=0):
-    assert proc.returncode == rc, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def sha256(path) -> str:
@@ -430,7 +420,7 @@ def test_checkpoints_round_trip_to_the_evaluated_actions(full_run):
     """Re-running the script's last evaluation of each stage with reloaded networks gives the logged returns: the
     reloaded transformer and LSTM actor act exactly as the trained ones did (on velocity-only observations)."""
     path, ea = full_run["path"], full_run["events"]
-    accel, final = load(os.path.join(path, "accelerated.pt")), load(os.path.join(path, "final.pt"))
+    accel, final = load_pt(os.path.join(path, "accelerated.pt")), load_pt(os.path.join(path, "final.pt"))
     assert (accel["stage"], accel["global_step"], final["stage"], final["global_step"]) == (
         1, ACCEL_STEPS, 2, ACCEL_STEPS + FINETUNE_STEPS)  # fmt: skip
     assert accel["obs_dim"] == 6 and len(accel["recent_transitions"]["obs"]) == 64
@@ -462,7 +452,7 @@ def test_finetune_from_accelerated_checkpoint(full_run, tmp_path):
     path = single_run_dir(tmp_path)
     assert sorted(f for f in os.listdir(path) if f.endswith(".pt")) == ["final.pt"]
     assert sha256(ckpt) == before
-    assert load(os.path.join(path, "final.pt"))["global_step"] == ACCEL_STEPS + 30
+    assert load_pt(os.path.join(path, "final.pt"))["global_step"] == ACCEL_STEPS + 30
     stages = scalars(load_events(path), "charts/stage")
     assert stages and all(v == 2 and s > ACCEL_STEPS for s, v in stages)
 
@@ -498,7 +488,7 @@ def test_bad_input_exits_2_with_one_line(full_run, tmp_path, case):
              "FINAL": os.path.join(full_run["path"], "final.pt"), "MLP": str(tmp_path / "mlp.pt"),
              "GARBAGE": str(tmp_path / "garbage.pt")}  # fmt: skip
     (tmp_path / "garbage.pt").write_bytes(b"\x00 not a checkpoint \xff" * 50)
-    mlp = load(files["CKPT"])  # what td3_accel_mujoco.py writes: no LSTM fields in its args
+    mlp = load_pt(files["CKPT"])  # what td3_accel_mujoco.py writes: no LSTM fields in its args
     mlp["args"] = {k: v for k, v in mlp["args"].items() if k not in ("history_len", "lstm_hidden_size", "pomdp")}
     torch.save(mlp, files["MLP"])
     argv = [files.get(a, a) if isinstance(a, str) else a for a in argv]

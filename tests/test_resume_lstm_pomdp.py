@@ -24,13 +24,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from accel_helpers import (  # noqa: E402
     assert_each_step_once,
     assert_identical,
+    checked,
+    load_pt,
     load_run_events,
     run_cli,
     scalars,
     single_run_dir,
     start_script,
 )
-from test_accel_lstm_pomdp import checked, load, sha256  # noqa: E402 - the script's other tests' helpers
+from test_accel_lstm_pomdp import sha256  # noqa: E402 - the script's other tests' helper
 
 import td3_accel_lstm_pomdp as m  # noqa: E402
 import td3_accel_mujoco as accel_mujoco  # noqa: E402
@@ -94,7 +96,7 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(ref
     assert seen == {"stage": stage, "episode_step": 0}, "the test's boundary is not one"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # restored
     path = single_run_dir(tmp_path / "runs")
-    state = load(os.path.join(path, m.RESUME_FILE))
+    state = load_pt(os.path.join(path, m.RESUME_FILE))
     assert (state["script"], state["stage"], state["global_step"], state["episode_step"]) == (SCRIPT, stage, stop, 0)
     assert state["rb"]["count"] == (stop if stage == 1 else 64)  # stage 2: the small buffer, full (prefilled)
     assert len(state["trajectory"]["windows"]) == (stop - 150 if stage == 1 else 0)  # T: after the warm-up only
@@ -112,7 +114,7 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(ref
     assert_each_step_once(ours)
     assert len(ours.Tensors("hyperparameters/text_summary")) == 1  # the resumed process adds no second one
     for name in ("accelerated.pt", "final.pt"):
-        a, b = load(os.path.join(path, name)), load(os.path.join(reference["path"], name))
+        a, b = load_pt(os.path.join(path, name)), load_pt(os.path.join(reference["path"], name))
         assert a["global_step"] == b["global_step"]
         for learner in LEARNERS:
             assert_identical(a[learner], b[learner], f"{name}:{learner}")
@@ -150,7 +152,7 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(tmp_
                          rf"{SCRIPT} --resume (.+)", lines[1])  # fmt: skip
     assert match and match.group(2) == path, lines[1]
     stopped = int(match.group(1))
-    state = load(os.path.join(path, m.RESUME_FILE))
+    state = load_pt(os.path.join(path, m.RESUME_FILE))
     assert state["global_step"] == stopped and 50 < stopped < total
     # Pendulum never terminates: episodes begin at steps 0 and 200, and at the handover (stage 2)
     stage, episode_step = (1, stopped % EPISODE) if stopped <= accel_steps else (2, stopped - accel_steps)
@@ -161,7 +163,7 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(tmp_
     if episode_step:  # mid-episode, as SIGTERM nearly always lands: that episode is dropped, a fresh one begins
         assert f"resumed mid-episode: the interrupted episode ({episode_step} steps)" in resumed.stdout
     assert sorted(f for f in os.listdir(path) if ".pt" in f) == ["accelerated.pt", "final.pt"]
-    assert load(os.path.join(path, "final.pt"))["global_step"] == total
+    assert load_pt(os.path.join(path, "final.pt"))["global_step"] == total
     ea = load_run_events(path)
     assert_each_step_once(ea)
     logged = sorted({*range(25, total + 1, 25), accel_steps, total})  # every logged step, once
@@ -170,7 +172,7 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(tmp_
     ends = [s for s, _ in scalars(ea, "charts/episodic_return")] if stopped >= EPISODE else []
     assert ends == [EPISODE] * (stopped >= EPISODE) and ("charts/episodic_return" in ea.Tags()["scalars"]) == bool(ends)
     assert len(ea.Tensors("hyperparameters/text_summary")) == 1
-    assert load(os.path.join(path, "final.pt"))["args"]["eval_frequency"] == 100
+    assert load_pt(os.path.join(path, "final.pt"))["args"]["eval_frequency"] == 100
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def unfinished(tmp_path_factory):
 
 def resume_state_of(script: str):
     def edit(path):
-        state = load(os.path.join(path, m.RESUME_FILE))
+        state = load_pt(os.path.join(path, m.RESUME_FILE))
         state["script"] = script
         torch.save(state, os.path.join(path, m.RESUME_FILE))
 
@@ -242,7 +244,7 @@ def test_resume_removes_leftover_temporary_files_and_continues(unfinished, tmp_p
     assert sorted(f for f in os.listdir(path) if not f.startswith("events.out.tfevents.")) == [
         "accelerated.pt", "final.pt"]  # fmt: skip
     assert len(glob.glob(os.path.join(path, "events.out.tfevents.*"))) == 2  # one per process
-    final = load(os.path.join(path, "final.pt"))
+    final = load_pt(os.path.join(path, "final.pt"))
     assert final["global_step"] == 60
     assert all(np.isfinite(v).all() for v in final["qf1"].values())
 
@@ -266,6 +268,6 @@ def test_mid_episode_resume_starts_a_fresh_episode_no_window_reaches_back(unfini
             assert L["window"].valid.sum() == 2 and L["episode_step"] == 1
         seen.append(L["global_step"])
 
-    args = dataclasses.replace(m.Args(**load(os.path.join(path, m.RESUME_FILE))["args"]), resume=path)
+    args = dataclasses.replace(m.Args(**load_pt(os.path.join(path, m.RESUME_FILE))["args"]), resume=path)
     m.main(args, on_step=on_step)
     assert seen == list(range(31, 61))
