@@ -116,6 +116,8 @@ def test_window_lstm_equals_plain_outputs_and_gradients(steps):
     assert results[0][0].abs().max() > 0.01  # not a trivial output
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, **TOL)
+    with torch.no_grad():  # the path without autograd (target networks, acting)
+        torch.testing.assert_close(new(window, valid), results[1][0], **TOL)
     # every padding length gives a nonzero input gradient at valid positions only
     assert results[0][1][valid].abs().amin(-1).gt(0).all() and results[0][1][~valid].abs().sum() == 0
 
@@ -193,3 +195,35 @@ def test_td3_update_equals_plain():
     assert not torch.allclose(new_nets[0].fc1.weight, init[0].fc1.weight)
     assert not torch.allclose(new_nets[1].fc1.weight, init[1].fc1.weight)
     assert all(p.requires_grad for p in new_nets[2].parameters())  # qf1 unfrozen after the actor loss
+
+
+def test_accel_script_lstm_equals_plain():
+    """td3_accel_lstm_pomdp.py's copy of WindowLSTM: same outputs and gradients as the plain LSTM."""
+    spec = importlib.util.spec_from_file_location("td3_accel_lstm_pomdp_eq", ROOT / "td3_accel_lstm_pomdp.py")
+    accel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accel)
+    torch.manual_seed(0)
+    new, ref = accel.WindowLSTM(7, 16), PlainWindowLSTM(7, 16)
+    ref.load_state_dict(new.state_dict())
+    window, valid = random_windows(64, 3, 7)
+    x, y = window.clone().requires_grad_(True), window.clone().requires_grad_(True)
+    out, want = new(x, valid), ref(y, valid)
+    torch.testing.assert_close(out, want, **TOL)
+    with torch.no_grad():
+        torch.testing.assert_close(new(window, valid), want, **TOL)
+    grad_out = torch.randn(64, 16)
+    got = torch.autograd.grad(out, [x, *new.parameters()], grad_out)
+    expected = torch.autograd.grad(want, [y, *ref.parameters()], grad_out)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, **TOL)
+
+
+def test_backward_twice_is_refused():
+    """The backward pass builds the gate gradients in the saved gates: a second one (retain_graph) must fail, not
+    return wrong gradients."""
+    new, _ = pair(obs_dim=5, hidden=8)
+    window, valid = random_windows(16, 3, 5)
+    out = new(window, valid).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        out.backward()
