@@ -29,6 +29,8 @@ RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes
                "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
                "resume")  # fmt: skip
 EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+# The CUDA path (replay buffer on the device, deferred finite check): None takes it on CUDA only; the tests set True
+DEVICE_PATH: bool | None = None
 
 
 @dataclass
@@ -162,6 +164,12 @@ class Args:
     log_frequency: int = 1000
     """log losses and SPS every this many environment steps"""
 
+    # Speed
+    compile: bool = False
+    """torch.compile the losses of the TD3 updates (both stages) and of the BC and critic-ascent steps (forward and
+    backward), on CUDA as CUDA graphs (mode reduce-overhead); the first updates take a while to compile. Same
+    updates to float32 rounding"""
+
 
 class UsageError(Exception):
     """Bad input: reported as one line and exit code 2."""
@@ -207,6 +215,19 @@ def validate_args(args: Args) -> None:
         raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
     if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
         raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+
+
+def check_compile(device: torch.device) -> None:
+    """--compile needs dynamo on this Python and, on the CPU, a C++ compiler for inductor's kernels."""
+    if not torch._dynamo.is_dynamo_supported():
+        raise UsageError(f"--compile: torch.compile is not supported here (Python {sys.version.split()[0]})")
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # noqa: BLE001 - whatever inductor's search raises
+            raise UsageError(f"--compile on the CPU needs a C++ compiler for inductor: {e}") from None
 
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, video_dir: str = ""):
@@ -443,7 +464,9 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, context_len: int = 0) -> dict:
         # with replacement, so stage 2 can learn from its first transition (learning starts 0)
-        idx = np.random.randint(0, self.count, size=batch_size)
+        return self.gather(np.random.randint(0, self.count, size=batch_size), context_len)
+
+    def gather(self, idx, context_len: int = 0) -> dict:
         data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
                     rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
         if context_len:
@@ -455,6 +478,68 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         load_buffer_state(self, state)
+
+
+class DeviceReplayBuffer(ReplayBuffer):
+    """ReplayBuffer kept as torch tensors on the training device (the CUDA path): one row per transition, the fields
+    are column views of it (episode_step as float32, exact below 2^24), so add() copies one row to the device and
+    sample() draws its indices from torch's generator on the device and gathers the transitions and windows there,
+    with no host-to-device copy. Same state_dict as ReplayBuffer."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, torch.device(device)
+        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0, episode_step=0)
+        self.rows = torch.zeros(size, sum(max(w, 1) for w in widths.values()), device=self.device)
+        start = 0
+        for k, w in widths.items():  # 0: a 1-D field
+            setattr(self, k, self.rows[:, start : start + w] if w else self.rows[:, start])
+            start += max(w, 1)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        row = np.concatenate([obs, next_obs, action, [reward, terminated, episode_step]], dtype=np.float32)
+        self.rows[self.ptr] = torch.from_numpy(row)
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx: torch.Tensor, context_len: int):
+        """ReplayBuffer.windows in torch, on the device."""
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)
+        src = (idx[:, None] - offsets) % self.size  # torch's % of a negative int is Python's, as numpy's
+        age = (self.ptr - 1 - idx) % self.size
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = torch.cat([window[:, 1:], self.next_obs[idx][:, None]], 1)
+        return window, valid, next_window, torch.cat([valid[:, 1:], valid.new_ones(len(idx), 1)], 1)
+
+    def fields(self, idx) -> dict:
+        """The fields at idx, copied to the host with ReplayBuffer's dtypes."""
+        return {k: getattr(self, k)[idx].to("cpu", torch.int64 if k == "episode_step" else torch.float32, copy=True)
+                for k in self.FIELDS}  # fmt: skip
+
+    def recent(self, n: int) -> dict:
+        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
+        return {k: v.numpy() for k, v in self.fields(torch.as_tensor(idx, device=self.device)).items()}
+
+    def extend(self, data: dict) -> None:
+        n = min(len(data["obs"]), self.size)
+        idx = torch.as_tensor((self.ptr + np.arange(n)) % self.size, device=self.device)
+        for k, v in data.items():
+            getattr(self, k)[idx] = torch.as_tensor(v[len(v) - n :], dtype=torch.float32, device=self.device)
+        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
+
+    def sample(self, batch_size: int, context_len: int = 0) -> dict:
+        return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device), context_len)
+
+    def state_dict(self) -> dict:
+        return {"ptr": self.ptr, "count": self.count, **self.fields(slice(0, self.count))}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.FIELDS:
+            getattr(self, k)[: len(state[k])] = state[k].to(self.device)
+        self.ptr, self.count = state["ptr"], state["count"]
 
 
 def buffer_state(buffer, fields) -> dict:
@@ -481,51 +566,117 @@ def check_finite(losses: dict, step: int) -> None:
         raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
 
 
-def check_action(action: np.ndarray, who: str, step: int) -> None:
+class FiniteCheck:
+    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
+    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
+    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
+    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
+
+    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.pending = deferred, []
+
+    def __call__(self, losses: dict, step: int) -> None:
+        if not self.deferred:
+            check_finite(losses, step)
+        elif losses:
+            self.pending.append((step, losses))
+            if len(self.pending) >= self.MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
+        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
+            for step, losses in pending:
+                check_finite(losses, step)
+
+
+def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
     # weights blown up by the last update are still finite; their first action is where NaN shows
     if not np.isfinite(action).all():
+        if finite is not None:  # a deferred non-finite loss before it is the cause to report
+            finite.flush()
         raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
 
 
+def critic_losses(data: dict, noise, next_actor_in, actor_target, qf1, qf2, qf1_target, qf2_target, gamma: float):
+    """The critics' TD losses (Algorithm 1 lines 9-11, Algorithm 4 lines 6-8) for the smoothing noise drawn by the
+    caller."""
+    with torch.no_grad():
+        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor_target.action_scale + actor_target.action_bias),
+                                 actor_target.action_bias - actor_target.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * gamma * next_q
+    return tuple(F.mse_loss(q(data["obs"], data["actions"]), target_q) for q in (qf1, qf2))
+
+
+def actor_loss(obs, actor_in, actor, qf1):
+    """The deterministic policy gradient's loss, -Q1(s, pi(s)) (Algorithm 1 line 14, Algorithm 4 line 10)."""
+    return -qf1(obs, actor(*actor_in)).mean()
+
+
+def bc_loss(windows, valids, targets, transformer):
+    """Algorithm 2, lines 2-4."""
+    return F.mse_loss(transformer(windows, valids), targets)
+
+
+def ascent_q(windows, valids, transformer, qf1):
+    """Algorithm 3, lines 2-3: the mean Q1 of the transformer's actions, which critic ascent maximises."""
+    return qf1(windows[:, -1], transformer(windows, valids)).mean()
+
+
+EAGER = (critic_losses, actor_loss, bc_loss, ascent_q)
+
+
+def compiled_losses(device: torch.device) -> tuple:
+    """EAGER's losses under torch.compile, forward and backward; on CUDA as CUDA graphs (reduce-overhead), whose
+    outputs the next replay overwrites (the updates clone what they keep). Parameters are graph inputs, so new
+    networks of the same shapes reuse the compiled code."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return tuple(torch.compile(fn, mode=mode) for fn in EAGER)
+
+
 def td3_update(step, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-               q_optimizer, actor_optimizer, args: Args, train_actor: bool = True) -> dict:  # fmt: skip
+               q_optimizer, actor_optimizer, args: Args, train_actor: bool = True,
+               losses_fns: tuple = EAGER) -> dict:  # fmt: skip
     """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer).
     actor_in / next_actor_in are the actor's inputs for s and s' (observations or context windows); the
     critics always read the current observation. With train_actor False only the critics (and their targets)
-    learn: the stage-2 critic warm-up."""
-    with torch.no_grad():
-        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
-        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
-        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
-                                 actor.action_bias - actor.action_scale)  # fmt: skip
-        next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
-        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
-    qf1_loss = F.mse_loss(qf1(data["obs"], data["actions"]), target_q)
-    qf2_loss = F.mse_loss(qf2(data["obs"], data["actions"]), target_q)
+    learn: the stage-2 critic warm-up. losses_fns: EAGER or compiled_losses(device)."""
+    if losses_fns is not EAGER:
+        torch.compiler.cudagraph_mark_step_begin()  # the previous update's graph outputs are no longer read
+    # drawn outside the losses, so the compiled and eager updates draw the same noise
+    noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+    qf1_loss, qf2_loss = losses_fns[0](data, noise, next_actor_in, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                       args.gamma)  # fmt: skip
     q_optimizer.zero_grad()
     (qf1_loss + qf2_loss).backward()
     q_optimizer.step()
-    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    # clones: a CUDA graph's outputs are overwritten by its next replay
+    losses = {"losses/qf1_loss": qf1_loss.detach().clone(), "losses/qf2_loss": qf2_loss.detach().clone()}
     if step % args.policy_frequency == 0:
         if train_actor:
             # qf1 frozen for the actor loss: its weight gradients would be dropped unused by the next zero_grad
             qf1.requires_grad_(False)
             try:
-                actor_loss = -qf1(data["obs"], actor(*actor_in)).mean()
+                loss = losses_fns[1](data["obs"], actor_in, actor, qf1)
                 actor_optimizer.zero_grad()
-                actor_loss.backward()
+                loss.backward()
             finally:
                 qf1.requires_grad_(True)
             actor_optimizer.step()
             soft_update(actor, actor_target, args.tau)
-            losses["losses/actor_loss"] = actor_loss.detach()
+            losses["losses/actor_loss"] = loss.detach().clone()
         soft_update(qf1, qf1_target, args.tau)
         soft_update(qf2, qf2_target, args.tau)
     return losses
 
 
 def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_target, optimizer, qf1, actor,
-                      args: Args, device) -> dict:  # fmt: skip
+                      args: Args, device, losses_fns: tuple = EAGER) -> dict:  # fmt: skip
     """Algorithm 1 line 12: `bc_updates` minibatch steps on T of behavior cloning (Algorithm 2) and, with
     --critic-ascent, ascent on Q1 (Algorithm 3), each followed by a target soft update; with --bc-clear T is then
     emptied. With --bc-target actor the targets are the accelerator's current actor on T's (possibly noisy) states,
@@ -533,27 +684,29 @@ def train_transformer(trajectory: TrajectoryBuffer, transformer, transformer_tar
     transformer.train()
     bc_losses, ascent_qs = [], []
     for _ in range(args.bc_updates):
+        if losses_fns is not EAGER:
+            torch.compiler.cudagraph_mark_step_begin()
         windows, valids, targets = trajectory.sample(args.bc_batch_size or args.batch_size, device)
         if args.bc_target == "actor":
             with torch.no_grad():
                 targets = actor(windows[:, -1])
-        bc_loss = F.mse_loss(transformer(windows, valids), targets)  # Algorithm 2, lines 2-4
+        loss = losses_fns[2](windows, valids, targets, transformer)
         optimizer.zero_grad()
-        bc_loss.backward()
+        loss.backward()
         optimizer.step()
         soft_update(transformer, transformer_target, args.tau)
-        bc_losses.append(bc_loss.detach())
-        if args.critic_ascent:  # Algorithm 3, lines 2-5
+        bc_losses.append(loss.detach().clone())
+        if args.critic_ascent:
             qf1.requires_grad_(False)  # only the transformer learns here (qf1's gradient would be dropped unused)
             try:
-                q = qf1(windows[:, -1], transformer(windows, valids)).mean()
+                q = losses_fns[3](windows, valids, transformer, qf1)
                 optimizer.zero_grad()
                 (-q).backward()
             finally:
                 qf1.requires_grad_(True)
             optimizer.step()
             soft_update(transformer, transformer_target, args.tau)
-            ascent_qs.append(q.detach())
+            ascent_qs.append(q.detach().clone())
     transformer.eval()
     if args.bc_clear:
         trajectory.clear()
@@ -749,6 +902,10 @@ def main(args: Args, on_step=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(args.num_threads)
+    on_device = device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
+    replay_buffer = DeviceReplayBuffer if on_device else ReplayBuffer
+    if args.compile:
+        check_compile(device)
 
     if args.capture_video:
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -802,7 +959,9 @@ def main(args: Args, on_step=None) -> None:
     q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
     actor_optimizer = adam(actor.parameters(), args.learning_rate)
     transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
+    rb = replay_buffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
+    finite = FiniteCheck(deferred=on_device)
+    losses_fns = compiled_losses(device) if args.compile else EAGER
     trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim)
 
     def learners() -> dict:
@@ -851,7 +1010,7 @@ def main(args: Args, on_step=None) -> None:
         stage1_end = args.accel_steps if stage == 1 else state["stage1_end"]
         for name, obj in learners().items():
             obj.load_state_dict(state[name])
-        rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
+        rb = replay_buffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
         rb.load_state_dict(state["rb"])
         trajectory.load_state_dict(state["trajectory"])
         last_eval, stage_losses, dagger = state["last_eval"], state["stage_losses"], state["dagger"]
@@ -871,6 +1030,8 @@ def main(args: Args, on_step=None) -> None:
     if state is None:
         print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, device {device}",
               flush=True)  # fmt: skip
+    if args.compile:
+        print("--compile: the first updates compile the losses (minutes on a CPU)", flush=True)
 
     window.reset(obs)
     episode_step, episode_return = 0, 0.0
@@ -898,6 +1059,7 @@ def main(args: Args, on_step=None) -> None:
             if stage == 1 and global_step == stage1_end:
                 # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
                 # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
+                finite.flush()
                 if not from_checkpoint:
                     save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
                 trajectory.clear()
@@ -906,7 +1068,7 @@ def main(args: Args, on_step=None) -> None:
                 recent = None
                 if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
                     recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
-                stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+                stage, rb = 2, replay_buffer(args.buffer_size, obs_dim, act_dim, device)
                 if recent is not None:
                     rb.extend(recent)
                 transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
@@ -919,7 +1081,7 @@ def main(args: Args, on_step=None) -> None:
             action = act(stage, global_step, obs, window, actor, transformer, env.action_space, args, device, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
                 store_in_T(trajectory, window, action, actor, args, device, dagger)
-            check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+            check_action(action, "accelerator" if stage == 1 else "transformer", global_step, finite)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, next_obs, action, reward, terminated, episode_step)
             global_step += 1
@@ -942,25 +1104,28 @@ def main(args: Args, on_step=None) -> None:
             if stage == 1 and global_step > args.learning_starts:
                 data = rb.sample(args.batch_size)
                 losses = td3_update(global_step, data, (data["obs"],), (data["next_obs"],), actor, actor_target, qf1,
-                                    qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args)  # fmt: skip
+                                    qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer, args,
+                                    losses_fns=losses_fns)  # fmt: skip
                 if global_step % args.bc_frequency == 0 and len(trajectory):
                     losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
-                                                    qf1, actor, args, device))  # fmt: skip
+                                                    qf1, actor, args, device, losses_fns))  # fmt: skip
             elif stage == 2:
                 data = rb.sample(args.batch_size, args.context_len)
                 transformer.train()
                 losses = td3_update(global_step, data, (data["window"], data["valid"]),
                                     (data["next_window"], data["next_valid"]), transformer, transformer_target, qf1,
                                     qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
-                                    train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
+                                    train_actor=global_step - stage1_end > args.critic_warmup,
+                                    losses_fns=losses_fns)  # fmt: skip
                 transformer.eval()
-            check_finite(losses, global_step)
+            finite(losses, global_step)
             stage_losses.update(losses)
             if bar is not None:
                 bar.update(1)
 
             stage_end = global_step in (stage1_end, total_steps)
             if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
+                finite.flush()
                 for name, value in (stage_losses if stage_end else losses).items():
                     writer.add_scalar(name, value.item(), global_step)
                 sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
@@ -968,6 +1133,7 @@ def main(args: Args, on_step=None) -> None:
                 writer.add_scalar("charts/stage", stage, global_step)
             # also at the end of each stage, so both stages end with a measured return
             if global_step % args.eval_frequency == 0 or stage_end:
+                finite.flush()
                 seed = args.seed + 10_000 + global_step
                 if stage == 1:
                     # only the trained accelerator's rollouts belong in T, not the random initial actor's
@@ -993,12 +1159,14 @@ def main(args: Args, on_step=None) -> None:
                 on_step(locals())
             periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
             if global_step < total_steps and (stop or periodic):
+                finite.flush()
                 writer.flush()  # every event up to this step is on disk before the state that follows it
                 save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
                 if stop:
                     raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
                                       f"python {os.path.basename(__file__)} --resume {run_path}")  # fmt: skip
 
+        finite.flush()
         if stage == 1 and not from_checkpoint:  # --finetune-steps 0: stage 1 was the whole run
             save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
         else:

@@ -28,6 +28,8 @@ RESUME_FILE = "resume.pt"
 RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
                "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
 EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+# The CUDA path (replay buffer on the device, deferred finite check): None takes it on CUDA only; the tests set True
+DEVICE_PATH: bool | None = None
 
 
 @dataclass
@@ -112,6 +114,11 @@ class Args:
     log_frequency: int = 1000
     """log losses and SPS every this many environment steps"""
 
+    # Speed
+    compile: bool = False
+    """torch.compile the TD3 update's critic and actor losses (forward and backward), on CUDA as CUDA graphs (mode
+    reduce-overhead); the first updates take a while to compile. Same update to float32 rounding"""
+
 
 class UsageError(Exception):
     """Bad input: reported as one line and exit code 2."""
@@ -150,6 +157,19 @@ def validate_args(args: Args) -> None:
     # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
     if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
         raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+
+
+def check_compile(device: torch.device) -> None:
+    """--compile needs dynamo on this Python and, on the CPU, a C++ compiler for inductor's kernels."""
+    if not torch._dynamo.is_dynamo_supported():
+        raise UsageError(f"--compile: torch.compile is not supported here (Python {sys.version.split()[0]})")
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # noqa: BLE001 - whatever inductor's search raises
+            raise UsageError(f"--compile on the CPU needs a C++ compiler for inductor: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -358,7 +378,9 @@ class ReplayBuffer:
         return window, valid, next_window, next_valid
 
     def sample(self, batch_size: int, context_len: int) -> dict:
-        idx = np.random.randint(0, self.count, size=batch_size)
+        return self.gather(np.random.randint(0, self.count, size=batch_size), context_len)
+
+    def gather(self, idx, context_len: int) -> dict:
         data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
                     rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
         data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, context_len)
@@ -380,6 +402,58 @@ class ReplayBuffer:
         self.ptr, self.count = state["ptr"], state["count"]
 
 
+class DeviceReplayBuffer(ReplayBuffer):
+    """ReplayBuffer kept as torch tensors on the training device (the CUDA path): one row per transition, the fields
+    are column views of it (episode_step as float32, exact below 2^24), so add() copies one row to the device and
+    sample() draws its indices from torch's generator on the device and gathers the transitions and windows there,
+    with no host-to-device copy. Same state_dict as ReplayBuffer."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, torch.device(device)
+        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0, episode_step=0)
+        self.rows = torch.zeros(size, sum(max(w, 1) for w in widths.values()), device=self.device)
+        start = 0
+        for k, w in widths.items():  # 0: a 1-D field
+            setattr(self, k, self.rows[:, start : start + w] if w else self.rows[:, start])
+            start += max(w, 1)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
+        row = np.concatenate([obs, next_obs, action, [reward, terminated, episode_step]], dtype=np.float32)
+        self.rows[self.ptr] = torch.from_numpy(row)
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx: torch.Tensor, context_len: int):
+        """ReplayBuffer.windows in torch, on the device."""
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)
+        src = (idx[:, None] - offsets) % self.size  # torch's % of a negative int is Python's, as numpy's
+        age = (self.ptr - 1 - idx) % self.size
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = torch.cat([window[:, 1:], self.next_obs[idx][:, None]], 1)
+        return window, valid, next_window, torch.cat([valid[:, 1:], valid.new_ones(len(idx), 1)], 1)
+
+    def fields(self, idx) -> dict:
+        """The fields at idx, copied to the host with ReplayBuffer's dtypes (copies also on the CPU: a view would
+        save the whole of self.rows)."""
+        return {k: getattr(self, k)[idx].to("cpu", torch.int64 if k == "episode_step" else torch.float32, copy=True)
+                for k in self.FIELDS}  # fmt: skip
+
+    def sample(self, batch_size: int, context_len: int) -> dict:
+        return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device), context_len)
+
+    def state_dict(self) -> dict:
+        return {"ptr": self.ptr, "count": self.count, **self.fields(slice(0, self.count))}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.FIELDS:
+            getattr(self, k)[: len(state[k])] = state[k].to(self.device)
+        self.ptr, self.count = state["ptr"], state["count"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Updates
 def check_finite(losses: dict, step: int) -> None:
@@ -388,43 +462,96 @@ def check_finite(losses: dict, step: int) -> None:
         raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
 
 
-def check_action(action: np.ndarray, who: str, step: int) -> None:
+class FiniteCheck:
+    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
+    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
+    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
+    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
+
+    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.pending = deferred, []
+
+    def __call__(self, losses: dict, step: int) -> None:
+        if not self.deferred:
+            check_finite(losses, step)
+        elif losses:
+            self.pending.append((step, losses))
+            if len(self.pending) >= self.MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
+        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
+            for step, losses in pending:
+                check_finite(losses, step)
+
+
+def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
     # weights blown up by the last update are still finite; their first action is where NaN shows
     if not np.isfinite(action).all():
+        if finite is not None:  # a deferred non-finite loss before it is the cause to report
+            finite.flush()
         raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
 
 
-def td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
-               args: Args) -> dict:  # fmt: skip
-    """One TD3 step (as td3_accel_mujoco.py's stage 2, Algorithm 4 lines 5-14): the actor reads the context windows
-    of s and s', the critics the current observation."""
+def critic_losses(data: dict, noise, actor_target, qf1, qf2, qf1_target, qf2_target, gamma: float):
+    """The critics' TD losses (Algorithm 4 lines 6-8) for the smoothing noise drawn by the caller."""
     with torch.no_grad():
-        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
         next_actions = actor_target(data["next_window"], data["next_valid"]) + noise * actor_target.action_scale
-        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
-                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_actions = torch.max(torch.min(next_actions, actor_target.action_scale + actor_target.action_bias),
+                                 actor_target.action_bias - actor_target.action_scale)  # fmt: skip
         next_q = torch.min(qf1_target(data["next_obs"], next_actions), qf2_target(data["next_obs"], next_actions))
-        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
-    qf1_loss = F.mse_loss(qf1(data["obs"], data["actions"]), target_q)
-    qf2_loss = F.mse_loss(qf2(data["obs"], data["actions"]), target_q)
+        target_q = data["rewards"] + (1 - data["terminations"]) * gamma * next_q
+    return tuple(F.mse_loss(q(data["obs"], data["actions"]), target_q) for q in (qf1, qf2))
+
+
+def actor_loss(obs, window, valid, actor, qf1):
+    """The deterministic policy gradient's loss, -Q1(s, pi(window of s)) (Algorithm 4 line 10)."""
+    return -qf1(obs, actor(window, valid)).mean()
+
+
+EAGER = (critic_losses, actor_loss)
+
+
+def compiled_losses(device: torch.device) -> tuple:
+    """EAGER's losses under torch.compile, forward and backward; on CUDA as CUDA graphs (reduce-overhead), whose
+    outputs the next replay overwrites (td3_update clones what it keeps). Parameters are graph inputs, so new
+    networks of the same shapes reuse the compiled code."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return tuple(torch.compile(fn, mode=mode) for fn in EAGER)
+
+
+def td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+               args: Args, losses_fns: tuple = EAGER) -> dict:  # fmt: skip
+    """One TD3 step (as td3_accel_mujoco.py's stage 2, Algorithm 4 lines 5-14): the actor reads the context windows
+    of s and s', the critics the current observation. losses_fns: EAGER or compiled_losses(device)."""
+    if losses_fns is not EAGER:
+        torch.compiler.cudagraph_mark_step_begin()  # the previous update's graph outputs are no longer read
+    # drawn outside the losses, so the compiled and eager updates draw the same noise
+    noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+    qf1_loss, qf2_loss = losses_fns[0](data, noise, actor_target, qf1, qf2, qf1_target, qf2_target, args.gamma)
     q_optimizer.zero_grad()
     (qf1_loss + qf2_loss).backward()
     q_optimizer.step()
-    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    # clones: a CUDA graph's outputs are overwritten by its next replay
+    losses = {"losses/qf1_loss": qf1_loss.detach().clone(), "losses/qf2_loss": qf2_loss.detach().clone()}
     if step % args.policy_frequency == 0:
         # qf1 frozen for the actor loss: its weight gradients would be dropped unused by the next zero_grad
         qf1.requires_grad_(False)
         try:
-            actor_loss = -qf1(data["obs"], actor(data["window"], data["valid"])).mean()
+            loss = losses_fns[1](data["obs"], data["window"], data["valid"], actor, qf1)
             actor_optimizer.zero_grad()
-            actor_loss.backward()
+            loss.backward()
         finally:
             qf1.requires_grad_(True)
         actor_optimizer.step()
         soft_update(actor, actor_target, args.tau)
         soft_update(qf1, qf1_target, args.tau)
         soft_update(qf2, qf2_target, args.tau)
-        losses["losses/actor_loss"] = actor_loss.detach()
+        losses["losses/actor_loss"] = loss.detach().clone()
     return losses
 
 
@@ -529,6 +656,9 @@ def main(args: Args, on_step=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(args.num_threads)
+    on_device = device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
+    if args.compile:
+        check_compile(device)
 
     if args.capture_video:
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -572,7 +702,9 @@ def main(args: Args, on_step=None) -> None:
     actor_target.eval()
     q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
     actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
+    rb = (DeviceReplayBuffer if on_device else ReplayBuffer)(args.buffer_size, obs_dim, act_dim, device)
+    finite = FiniteCheck(deferred=on_device)
+    losses_fns = compiled_losses(device) if args.compile else EAGER
 
     window = EpisodeWindow(args.context_len, obs_dim)
     obs, _ = env.reset(seed=args.seed)
@@ -614,6 +746,8 @@ def main(args: Args, on_step=None) -> None:
                   "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
     else:
         print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
+    if args.compile:
+        print("--compile: the first updates compile the losses (minutes on a CPU)", flush=True)
 
     window.reset(obs)
     episode_step, episode_return = 0, 0.0
@@ -639,7 +773,7 @@ def main(args: Args, on_step=None) -> None:
                 action = transformer_act(actor, window, device)
                 action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
 
-            check_action(action, "actor", global_step)
+            check_action(action, "actor", global_step, finite)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, next_obs, action, reward, terminated, episode_step)
             global_step += 1
@@ -662,16 +796,18 @@ def main(args: Args, on_step=None) -> None:
                 data = rb.sample(args.batch_size, args.context_len)
                 actor.train()
                 losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                    q_optimizer, actor_optimizer, args)  # fmt: skip
+                                    q_optimizer, actor_optimizer, args, losses_fns)  # fmt: skip
                 actor.eval()
-            check_finite(losses, global_step)
+            finite(losses, global_step)
 
             if global_step % args.log_frequency == 0:
+                finite.flush()
                 for name, value in losses.items():
                     writer.add_scalar(name, value.item(), global_step)
                 sps = int((global_step - start_step) / (time.time() - start_time))
                 writer.add_scalar("charts/SPS", sps, global_step)
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                finite.flush()
                 eval_return = evaluate(eval_env, lambda w: transformer_act(actor, w, device), args.eval_episodes,
                                        args.seed + 10_000 + global_step, args.context_len, global_step)  # fmt: skip
                 writer.add_scalar("eval/return", eval_return, global_step)
@@ -682,12 +818,14 @@ def main(args: Args, on_step=None) -> None:
                 on_step(locals())
             periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
             if global_step < args.total_timesteps and (stop or periodic):
+                finite.flush()
                 writer.flush()  # every event up to this step is on disk before the state that follows it
                 save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
                 if stop:
                     raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
                                       f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
 
+        finite.flush()
         save_checkpoint(os.path.join(run_path, "final.pt"),
                         {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
                          "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
