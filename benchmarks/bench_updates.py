@@ -2,13 +2,17 @@
 
 Per path, the work the main loop does per environment step once learning runs (replay sample, TD3 update,
 and for stage 1 the transformer's BC step every --bc-frequency steps, amortised), Hopper sizes (obs 11,
-action 3), batch 256, one torch thread. "before" is the scripts at git revision --before (loaded from
-`git show`), "after" the working tree; both run in this process, alternating within each round, and each
-round also measures the matmul rate (a 256x256x256 product). The arithmetic limit of a path is its matmul
+action 3), batch 256, one torch thread. The ManiSkill paths (--paths maniskill) do the same for the four ManiSkill
+scripts at PushCube-v1 sizes (obs 35, action 8) with their defaults: --utd 0.5 TD3 updates per environment step
+(one env's transition), batch 600 (stage 1, MLP and LSTM baselines) or 256 (stage 2, transformer baseline, BC).
+"before" is the scripts at git revision --before (default: 33d768a for the MuJoCo paths, 2badf10 for the ManiSkill
+ones; loaded from `git show`), "after" the working tree; both run in this process, alternating within each round,
+and each round also measures the matmul rate (a 256x256x256 product). The arithmetic limit of a path is its matmul
 FLOPs per environment step (counted by torch.utils.flop_counter on the "before" version: the network shapes,
 policy and BC frequencies included) at that rate; the figure to quote is limit / measured time.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 5 --steps 16
+    OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 5 --steps 16 --paths maniskill
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --memory   # peak RSS against --buffer-size
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --candidates   # Adam and soft-update variants alone
 
@@ -32,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
+MS_OBS_DIM, MS_ACT_DIM, MS_ENVS = 35, 8, 50  # PushCube-v1 (state, pd_joint_delta_pos), the scripts' --num-envs
 # path: (script, its default replay-buffer size for this path)
 PATHS = {
     "accel stage 1 (MLP TD3 + BC)": ("td3_accel_mujoco.py", 500_000),
@@ -40,7 +45,24 @@ PATHS = {
     "baseline transformer": ("baselines/td3_transformer_mujoco.py", 500_000),
     "baseline LSTM": ("baselines/td3_lstm_mujoco.py", 500_000),
 }
+MANISKILL_PATHS = {
+    "maniskill accel stage 1 (MLP TD3 + BC)": ("td3_accel_maniskill.py", 50_000),
+    "maniskill accel stage 2 (transformer TD3)": ("td3_accel_maniskill.py", 10_000),
+    "maniskill baseline MLP": ("baselines/td3_mlp_maniskill.py", 50_000),
+    "maniskill baseline transformer": ("baselines/td3_transformer_maniskill.py", 50_000),
+    "maniskill baseline LSTM": ("baselines/td3_lstm_maniskill.py", 50_000),
+}
+GROUPS = {"mujoco": list(PATHS), "maniskill": list(MANISKILL_PATHS), "all": [*PATHS, *MANISKILL_PATHS]}
+PATHS.update(MANISKILL_PATHS)
+BEFORE = {"mujoco": "33d768a", "maniskill": "2badf10"}  # the revisions before each family's issue-10 changes
 MEMORY_SIZES = [10_000, 15_000, 20_000, 100_000, 500_000]
+
+
+def before_rev(path: str, before: str | None) -> str | None:
+    """The 'before' revision of a path: --before if given ('' : none), else its family's."""
+    if before is not None:
+        return before or None
+    return BEFORE["maniskill" if path in MANISKILL_PATHS else "mujoco"]
 
 
 def load(script: str, rev: str | None):
@@ -83,38 +105,109 @@ def fill(mod, size: int, episode_len: int = 200):
     return rb
 
 
-def build(path: str, mod, buffer_size: int):
-    """The networks, optimizers and buffer of `path`; returns step(i), the work of environment step i."""
-    torch.manual_seed(0)
-    np.random.seed(0)
-    low, high = -np.ones(ACT_DIM, np.float32), np.ones(ACT_DIM, np.float32)
-    rb = fill(mod, buffer_size)
+def fill_maniskill(mod, size: int, episode_len: int = 50):
+    """A ManiSkill path's per-env replay buffer (rows x MS_ENVS), full, random transitions; the envs' episodes of
+    `episode_len` steps are staggered, so windows get padded."""
+    rb = mod.ReplayBuffer(size, MS_ENVS, MS_OBS_DIM, MS_ACT_DIM, "cpu")
+    g = torch.Generator().manual_seed(0)
+    for start in range(0, rb.rows, 1_000):  # in chunks: no buffer-sized temporary counts in the peak RSS
+        rows = slice(start, min(start + 1_000, rb.rows))
+        n = rows.stop - rows.start
+        step = (torch.arange(rows.start, rows.stop)[:, None] + torch.arange(MS_ENVS)) % episode_len
+        rb.obs[rows] = torch.randn(n, MS_ENVS, MS_OBS_DIM, generator=g)
+        rb.next_obs[rows] = torch.randn(n, MS_ENVS, MS_OBS_DIM, generator=g)
+        rb.actions[rows] = torch.rand(n, MS_ENVS, MS_ACT_DIM, generator=g) * 2 - 1
+        rb.rewards[rows] = torch.randn(n, MS_ENVS, generator=g)
+        rb.terminations[rows] = (step == episode_len - 1).float()
+        rb.episode_step[rows] = step
+    rb.ptr, rb.count = 0, rb.rows
+    return rb
+
+
+def networks(path: str, mod, args, obs_dim: int, act_dim: int):
+    """The path's actor, actor target, four critics (qf1, qf2 and their targets) and two optimizers as main() builds
+    them, in td3_update's order; for stage 1 also the transformer, its target and optimizer (else None)."""
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
     if "LSTM" in path:
-        args = mod.Args(env_id="Hopper-v4")
-        actor, actor_t = (mod.LSTMActor(OBS_DIM, low, high, args.lstm_hidden_size) for _ in range(2))
-        qs = [mod.LSTMQNetwork(OBS_DIM, ACT_DIM, args.lstm_hidden_size) for _ in range(4)]
+        actor, actor_t = (mod.LSTMActor(obs_dim, low, high, args.lstm_hidden_size) for _ in range(2))
+        qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
     else:
-        args = mod.Args(env_id="Hopper-v4")
-        qs = [mod.QNetwork(OBS_DIM, ACT_DIM) for _ in range(4)]
+        qs = [mod.QNetwork(obs_dim, act_dim) for _ in range(4)]
         if "transformer" in path:
-            actor, actor_t = (mod.make_transformer(OBS_DIM, low, high, args) for _ in range(2))
+            actor, actor_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
             actor.eval()
             actor_t.eval()
         else:
-            actor, actor_t = mod.Actor(OBS_DIM, low, high), mod.Actor(OBS_DIM, low, high)
+            actor, actor_t = mod.Actor(obs_dim, low, high), mod.Actor(obs_dim, low, high)
     actor_t.load_state_dict(actor.state_dict())
     for q, qt in zip(qs[:2], qs[2:], strict=True):
         qt.load_state_dict(q.state_dict())
     q_opt = adam(mod, list(qs[0].parameters()) + list(qs[1].parameters()), args.learning_rate)
     a_opt = adam(mod, actor.parameters(), args.learning_rate)
-    nets = (actor, actor_t, *qs, q_opt, a_opt)
+    if "stage 1" not in path:
+        return (actor, actor_t, *qs, q_opt, a_opt), None
+    transformer, transformer_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
+    transformer_t.load_state_dict(transformer.state_dict())
+    transformer.eval()
+    transformer_t.eval()
+    return (actor, actor_t, *qs, q_opt, a_opt), (transformer, transformer_t, adam(mod, transformer.parameters(),
+                                                                                   args.learning_rate))  # fmt: skip
+
+
+def build_maniskill(path: str, mod, buffer_size: int):
+    """A ManiSkill path's networks, optimizers and buffer; step(i) is the work of environment step i (one env's
+    transition): the TD3 updates that --utd owes by then (counted as main() counts them) and, for stage 1, the BC
+    step every --bc-frequency steps."""
+    torch.manual_seed(0)
+    args = mod.Args()
+    rb = fill_maniskill(mod, buffer_size)
+    nets, bc_nets = networks(path, mod, args, MS_OBS_DIM, MS_ACT_DIM)
+    actor = nets[0]
+    stage2 = path.startswith("maniskill accel stage 2")
+    batch = args.finetune_batch_size if stage2 else args.batch_size
+    context = args.history_len if "LSTM" in path else args.context_len if "transformer" in path else 0
+
+    def update(u):
+        data = rb.sample(batch, context)
+        if bc_nets is not None:
+            mod.td3_update(u, data, (data["obs"],), (data["next_obs"],), *nets, args)
+        elif stage2:
+            actor.train()
+            mod.td3_update(u, data, (data["window"], data["valid"]), (data["next_window"], data["next_valid"]),
+                           *nets, args)  # fmt: skip
+            actor.eval()
+        else:
+            actor.train()
+            mod.td3_update(u, data, *nets, args)
+            actor.eval()
+
+    if bc_nets is not None:
+        traj = mod.TrajectoryBuffer(args.bc_buffer_size, args.context_len, MS_OBS_DIM, MS_ACT_DIM, "cpu")
+        t = torch.arange(args.bc_buffer_size)
+        w, v, _, _ = rb.windows(t // MS_ENVS, t % MS_ENVS, args.context_len)
+        traj.add(w, v, torch.rand(args.bc_buffer_size, MS_ACT_DIM) * 2 - 1)
+
+    def step(i):
+        for u in range(int((i - 1) * args.utd) + 1, int(i * args.utd) + 1):
+            update(u)
+        if bc_nets is not None and i % args.bc_frequency == 0:
+            mod.train_transformer(traj, *bc_nets, nets[2], actor, args)
+
+    return step, args
+
+
+def build(path: str, mod, buffer_size: int):
+    """The networks, optimizers and buffer of `path`; returns step(i), the work of environment step i."""
+    if path in MANISKILL_PATHS:
+        return build_maniskill(path, mod, buffer_size)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    rb = fill(mod, buffer_size)
+    args = mod.Args(env_id="Hopper-v4")
+    nets, bc_nets = networks(path, mod, args, OBS_DIM, ACT_DIM)
+    actor = nets[0]
 
     if path.startswith("accel stage 1"):
-        transformer, transformer_t = (mod.make_transformer(OBS_DIM, low, high, args) for _ in range(2))
-        transformer_t.load_state_dict(transformer.state_dict())
-        transformer.eval()
-        transformer_t.eval()
-        t_opt = adam(mod, transformer.parameters(), args.learning_rate)
         traj = mod.TrajectoryBuffer(args.bc_buffer_size, args.context_len, OBS_DIM, ACT_DIM)
         w, v, _, _ = rb.windows(np.arange(args.bc_buffer_size), args.context_len)
         traj.windows[:], traj.valids[:], traj.count = w, v, args.bc_buffer_size
@@ -123,7 +216,7 @@ def build(path: str, mod, buffer_size: int):
             data = rb.sample(BATCH)
             mod.td3_update(i, data, (data["obs"],), (data["next_obs"],), *nets, args)
             if i % args.bc_frequency == 0:
-                mod.train_transformer(traj, transformer, transformer_t, t_opt, qs[0], actor, args, "cpu")
+                mod.train_transformer(traj, *bc_nets, nets[2], actor, args, "cpu")
 
     elif path.startswith("accel stage 2"):
 
@@ -156,8 +249,10 @@ def build(path: str, mod, buffer_size: int):
 
 
 def cycle(args) -> int:
-    """Environment steps after which the schedule repeats (policy and BC frequencies)."""
-    return int(np.lcm(args.policy_frequency, getattr(args, "bc_frequency", 1)))
+    """Environment steps after which the schedule repeats (policy and BC frequencies; ManiSkill: --utd updates per
+    step, so an actor update every policy_frequency / utd steps)."""
+    actor_every = round(args.policy_frequency / getattr(args, "utd", 1))
+    return int(np.lcm(actor_every, getattr(args, "bc_frequency", 1)))
 
 
 def matmul_rate(n: int = 256, reps: int = 50) -> float:
@@ -231,7 +326,8 @@ def memory_child(path: str, rev: str | None, buffer_size: int) -> None:
     print(f"{before / 1024:.1f} {peak / 1024:.1f}")
 
 
-def memory(rev: str | None, paths, sizes, label: str) -> None:
+def memory(revs: dict | None, paths, sizes, label: str) -> None:
+    """revs: each path's git revision, or None for the working tree."""
     print(f"peak RSS (MiB) of a process that imports the {label} script, builds the path's networks, optimizers "
           "and a full replay buffer, and runs a few updates (in parentheses: RSS after the imports)")  # fmt: skip
     print("| path | " + " | ".join(f"{s:,}" for s in sizes) + " |")
@@ -239,7 +335,7 @@ def memory(rev: str | None, paths, sizes, label: str) -> None:
         row = []
         for size in sizes:
             cmd = [sys.executable, __file__, "--memory-child", path, "--size", str(size)]
-            cmd += ["--before", rev] if rev else ["--before", ""]
+            cmd += ["--before", revs[path] if revs else ""]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
             row.append(f"{float(out[1]):.0f} ({float(out[0]):.0f})")
         print(f"| {path} | " + " | ".join(row) + " |", flush=True)
@@ -249,31 +345,39 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=16, help="environment steps timed per round (a multiple of 8)")
-    p.add_argument("--before", default="33d768a", help="git revision of the 'before' scripts ('' : none)")
-    p.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of the paths")
+    p.add_argument("--before", default=None,
+                   help="git revision of the 'before' scripts ('' : none; default: 33d768a for the MuJoCo paths, "
+                   "2badf10 for the ManiSkill ones)")  # fmt: skip
+    p.add_argument(
+        "--paths", default="mujoco", help="comma-separated paths, or a group: mujoco (the default), maniskill, all"
+    )
     p.add_argument("--memory", action="store_true", help="peak RSS against buffer size instead of timing")
     p.add_argument("--candidates", action="store_true", help="time Adam and soft-update variants alone")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args()
     torch.set_num_threads(1)
-    rev = a.before or None
-    paths = [x for x in a.paths.split(",") if x]
+    paths = [path for x in a.paths.split(",") if x for path in GROUPS.get(x, [x])]
+    unknown = [x for x in paths if x not in PATHS]
+    if unknown:
+        p.error(f"unknown path {unknown[0]!r}; paths: {', '.join(PATHS)}; groups: {', '.join(GROUPS)}")
     if a.memory_child:
-        return memory_child(a.memory_child, rev, a.size)
+        return memory_child(a.memory_child, a.before or None, a.size)
     if a.candidates:
         return candidates(a.rounds)
+    revs = {path: before_rev(path, a.before) for path in paths}
     if a.memory:
         memory(None, paths, MEMORY_SIZES, "working tree's")
-        if rev:
-            memory(rev, paths, MEMORY_SIZES[-2:], f"{rev}")
+        if all(revs.values()):
+            memory(revs, paths, MEMORY_SIZES[-2:], "'before' (" + ", ".join(sorted(set(revs.values()))) + ")")
         return
 
-    versions = {"before": rev, "after": None} if rev else {"after": None}
+    with_before = all(revs.values())  # --before '' gives None for every path
+    versions = ["before", "after"] if with_before else ["after"]
     steps, flops, times = {}, {}, {}
     for path in paths:
-        for version, r in versions.items():
-            mod = load(PATHS[path][0], r)
+        for version in versions:
+            mod = load(PATHS[path][0], revs[path] if version == "before" else None)
             step, args = build(path, mod, 20_000)  # timing does not depend on the size (memory does)
             for i in range(1, cycle(args) + 1):  # warm-up
                 step(i)
@@ -285,6 +389,7 @@ def main() -> None:
         for path in paths:
             for version in versions if r % 2 == 0 else reversed(versions):
                 np.random.seed(r)
+                torch.manual_seed(r)  # the ManiSkill buffers sample with torch
                 step = steps[path, version]
                 t = time.perf_counter()
                 for i in range(1, a.steps + 1):
@@ -294,23 +399,25 @@ def main() -> None:
               + "; ".join(f"{path} " + "/".join(f"{times[path, v][-1]:.1f}" for v in versions) for path in paths)
               + " ms", flush=True)  # fmt: skip
     rate = statistics.median(rates)
-    ref = "before" if rev else "after"
+    ref = "before" if with_before else "after"
+    if with_before:
+        print("before: " + "; ".join(f"{path} {revs[path]}" for path in paths))
     print(f"\nmatmul rate (256x256x256, median of {a.rounds} rounds, range {min(rates):.1f}-{max(rates):.1f}): "
           f"{rate:.1f} GFLOP/s. Limit: the {ref} version's matmul FLOPs per env step at that rate.")  # fmt: skip
     print("| path | GFLOP per env step | limit (ms) | " + " | ".join(f"{v} (ms, median)" for v in versions)
           + " | " + " | ".join(f"{v}: achieved/limit" for v in versions)
-          + (" | after/before (median of rounds) |" if rev else " |"))  # fmt: skip
+          + (" | after/before (median of rounds) |" if with_before else " |"))  # fmt: skip
     for path in paths:
         limit = flops[path, ref] / (rate * 1e9) * 1000
         meds = {v: statistics.median(times[path, v]) for v in versions}
         row = f"| {path} | {flops[path, ref] / 1e9:.3f} | {limit:.2f} | "
         row += " | ".join(f"{meds[v]:.2f}" for v in versions) + " | "
         row += " | ".join(f"{limit / meds[v]:.2f}" for v in versions) + " |"
-        if rev:
+        if with_before:
             ratio = statistics.median(x / y for x, y in zip(times[path, "after"], times[path, "before"], strict=True))
             row += f" {ratio:.2f} |"
         print(row)
-    if rev:
+    if with_before:
         for path in paths:
             if flops[path, "after"] != flops[path, "before"]:
                 print(f"{path}: the after version executes {flops[path, 'after'] / 1e9:.3f} GFLOP per env step")
