@@ -45,8 +45,9 @@ def test_defaults_and_shared_code():
     args, mujoco_args = m.Args(), accel_mujoco.Args()
     assert (args.pomdp, args.history_len, args.lstm_hidden_size) == ("velocity", args.context_len, 128)
     assert (args.context_len, args.lstm_hidden_size) == (3, baseline.Args().lstm_hidden_size)
-    # every flag of td3_accel_mujoco.py is here, with the same default (stage-1 schedule and handover included)
-    fields = {f.name for f in dataclasses.fields(mujoco_args)}
+    # every flag of td3_accel_mujoco.py is here, with the same default (stage-1 schedule and handover included),
+    # except --compile: the hand-written LSTM's autograd Function is not compiled (BENCHMARKS.md, issue 10)
+    fields = {f.name for f in dataclasses.fields(mujoco_args)} - {"compile"}
     assert fields <= {f.name for f in dataclasses.fields(args)}
     for name in fields - {"exp_name"}:
         assert getattr(args, name) == getattr(mujoco_args, name), name
