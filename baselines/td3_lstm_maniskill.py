@@ -325,84 +325,104 @@ class WindowLSTM(nn.Module):
     observation, so it leaves the zero state untouched and the result equals running the LSTM over the valid
     observations alone: padded content can neither reach the output nor receive gradient.
 
-    The parameters are an nn.LSTMCell's (state_dicts unchanged), but the steps run in `_Function`, a hand-written
-    forward and backward: one input projection for all K steps, no recurrent product at the zero first state,
-    tanh(x) as 2 sigmoid(2x) - 1 (several times faster than tanh on the CPU), and the weight gradients as one
-    product over all steps. Same outputs and gradients as stepping `self.cell` to float32 rounding
+    The parameters are an nn.LSTMCell's (state_dicts unchanged), but the steps run in `steps`, by hand, with a
+    hand-written backward (`_Function`) when a gradient is wanted: no recurrent product at the zero first state,
+    tanh(x) as 2 sigmoid(2x) - 1 (several times faster than tanh on the CPU), the padding mask as a float product or
+    a lerp (exact with weights 0/1, ~4x faster than torch.where with a broadcast bool mask), few fresh buffers (on
+    this CPU writing fresh memory cost more than the elementwise ops), and the weight gradients accumulated step by
+    step in the fast product orders. Same outputs and gradients as stepping `self.cell` to float32 rounding
     (tests/test_lstm_speed_equivalence.py); benchmarks/bench_lstm_update.py times it."""
+
+    @staticmethod
+    def steps(window, valid, w_ih, w_hh, b_ih, b_hh, saved: list | None = None):
+        """The forward pass -> h (B, H). With `saved` a list, what the backward pass needs is appended; without,
+        one gates buffer serves every step."""
+        batch, length, _ = window.shape
+        keep = valid.t()[..., None].to(window.dtype)  # (K, B, 1): 1 valid, 0 padding
+        w_in, bias = w_ih.t(), b_ih + b_hh
+        buffer = None if saved is not None else window.new_empty(batch, w_ih.shape[0])
+        acts, tgs, tcs, hs, cs = [], [], [], [], []
+        h = c = None  # the zero state
+        for k in range(length):
+            gates = torch.addmm(bias, window[:, k], w_in, out=buffer)  # activated in place
+            if h is not None:
+                gates.addmm_(h, w_hh.t())
+            gates = gates.view(batch, 4, -1)
+            gates[:, 2].mul_(2)
+            gates.sigmoid_()  # i, f, sigmoid(2 g), o
+            i, f, s, o = gates.unbind(1)
+            tg = s * 2 - 1  # tanh(g)
+            c_new = i * tg if c is None else torch.addcmul(i * tg, f, c)
+            tc = torch.sigmoid(c_new * 2).mul_(2).sub_(1)  # tanh(c_new)
+            h_new = o * tc
+            if saved is not None:
+                acts.append(gates), hs.append(h), cs.append(c), tgs.append(tg), tcs.append(tc)
+            if h is None:  # rows not yet valid stay at the zero state
+                h, c = h_new * keep[k], c_new * keep[k]
+            else:
+                h, c = torch.lerp(h, h_new, keep[k]), torch.lerp(c, c_new, keep[k])
+        if saved is not None:
+            saved += [window, keep, w_ih, w_hh, *acts, *tgs, *tcs, *hs[1:], *cs[1:]]
+        return h
 
     class _Function(torch.autograd.Function):
         @staticmethod
         def forward(ctx, window, valid, w_ih, w_hh, b_ih, b_hh):
-            batch, steps, obs_dim = window.shape
-            hidden = w_hh.shape[1]
-            keep = valid.t().unsqueeze(-1)  # (K, B, 1)
-            xs = window.transpose(0, 1).reshape(steps * batch, obs_dim)
-            acts = torch.addmm(b_ih + b_hh, xs, w_ih.t()).view(steps, batch, 4 * hidden)  # gates, activated in place
-            tcs, hs, cs = [], [], []
-            h = c = None  # the zero state
-            for k in range(steps):
-                gates = acts[k] if h is None else acts[k].addmm_(h, w_hh.t())
-                gates[:, 2 * hidden : 3 * hidden].mul_(2)
-                gates.sigmoid_()  # i, f, sigmoid(2 g), o
-                i, f, g, o = gates.chunk(4, 1)
-                g.mul_(2).sub_(1)  # tanh(g)
-                c_new = i * g if c is None else torch.addcmul(i * g, f, c)
-                tc = torch.sigmoid(c_new * 2).mul_(2).sub_(1)  # tanh(c_new)
-                h_new = o * tc
-                hs.append(h), cs.append(c), tcs.append(tc)
-                if h is None:  # rows not yet valid stay at the zero state
-                    h, c = torch.where(keep[k], h_new, 0.0), torch.where(keep[k], c_new, 0.0)
-                else:
-                    h, c = torch.where(keep[k], h_new, h), torch.where(keep[k], c_new, c)
-            ctx.save_for_backward(xs, keep, w_ih, w_hh, acts, *tcs, *hs[1:], *cs[1:])
-            ctx.steps, ctx.obs_dim = steps, obs_dim
+            saved = []
+            h = WindowLSTM.steps(window, valid, w_ih, w_hh, b_ih, b_hh, saved)
+            ctx.save_for_backward(*saved)
+            ctx.used = False
             return h
 
         @staticmethod
         def backward(ctx, dh):
-            steps, obs_dim = ctx.steps, ctx.obs_dim
-            xs, keep, w_ih, w_hh, acts, *rest = ctx.saved_tensors
-            tcs, hs, cs = rest[:steps], [None, *rest[steps : 2 * steps - 1]], [None, *rest[2 * steps - 1 :]]
-            hidden = w_hh.shape[1]
-            dpre = torch.empty_like(acts)  # gradient w.r.t. the gate pre-activations, all steps
+            if ctx.used:  # the saved gates were overwritten by their gradients below
+                raise RuntimeError("WindowLSTM's backward can run only once per forward (no retain_graph)")
+            ctx.used = True
+            window, keep, w_ih, w_hh, *rest = ctx.saved_tensors
+            length = len(keep)
+            acts, tgs, tcs = rest[:length], rest[length : 2 * length], rest[2 * length : 3 * length]
+            hs, cs = [None, *rest[3 * length : 4 * length - 1]], [None, *rest[4 * length - 1 :]]
+            batch = window.shape[0]
+            want_window, _, want_ih, want_hh, want_b, want_b2 = ctx.needs_input_grad
+            # each step's gate gradient goes into the weight gradients at once; it is built in that step's saved
+            # gates (no longer needed) from one buffer
+            dgates = torch.empty_like(acts[0])
+            di, df, dg, do = dgates.unbind(1)
+            dwindow = window.new_empty(window.shape) if want_window else None
+            dw_ih = w_ih.new_zeros(w_ih.shape[::-1]) if want_ih else None  # transposed
+            dw_hh = w_hh.new_zeros(w_hh.shape[::-1]) if want_hh else None  # transposed
+            db = w_ih.new_zeros(w_ih.shape[0]) if want_b or want_b2 else None
             dc = None
-            for k in range(steps - 1, -1, -1):
+            for k in range(length - 1, -1, -1):
                 a, tc, kp = acts[k], tcs[k], keep[k]
-                i, f, g, o = a.chunk(4, 1)
-                di, df, dg, do = dpre[k].chunk(4, 1)
+                i, f, s, o = a.unbind(1)
                 dhn = dh * kp
-                dcn = (1 - tc * tc).mul_(o).mul_(dhn)
+                dcn = torch.addcmul(dhn, dhn * tc, tc, value=-1).mul_(o)  # (1 - tanh(c)^2) o dh
                 if dc is not None:
                     dcn.addcmul_(dc, kp)
                 torch.mul(dhn, tc, out=do)
-                torch.mul(dcn, g, out=di)
+                torch.mul(dcn, tgs[k], out=di)
                 if cs[k] is None:
                     df.zero_()
                 else:
                     torch.mul(dcn, cs[k], out=df)
-                torch.mul(dcn, i, out=dg)
-                deriv = a - a * a
-                deriv[:, 2 * hidden : 3 * hidden] = 1 - g * g
-                dpre[k].mul_(deriv)
+                torch.mul(dcn, i, out=dg).mul_(4)  # d tanh(g) / dg = 4 s (1 - s), s = sigmoid(2 g)
                 if k > 0:
-                    dh = torch.where(kp, dpre[k] @ w_hh, dh)
                     dcf = dcn.mul_(f)
-                    dc = dcf if dc is None else torch.where(kp, dcf, dc)
-            dpre_all = dpre.view(-1, 4 * hidden)
-            dwindow = dw_ih = dw_hh = db = None
-            if ctx.needs_input_grad[0]:
-                dwindow = (dpre_all @ w_ih).view(steps, -1, obs_dim).transpose(0, 1)
-            if ctx.needs_input_grad[2]:
-                dw_ih = (xs.t() @ dpre_all).t()  # this order is several times faster than dpre_all.t() @ xs
-            if ctx.needs_input_grad[3]:
-                if steps > 1:
-                    dw_hh = dpre[1:].reshape(-1, 4 * hidden).t() @ torch.cat(hs[1:], 0)
-                else:
-                    dw_hh = torch.zeros_like(w_hh)
-            if ctx.needs_input_grad[4] or ctx.needs_input_grad[5]:
-                db = dpre_all.sum(0)
-            return dwindow, None, dw_ih, dw_hh, db, db
+                    dc = dcf if dc is None else torch.lerp(dc, dcf, kp)
+                dpre = a.addcmul_(a, a, value=-1).mul_(dgates).view(batch, -1)  # sigmoid' = s (1 - s)
+                if want_window:
+                    torch.mm(dpre, w_ih, out=dwindow[:, k])
+                if want_ih:  # x^T dG is several times faster than dG^T x
+                    dw_ih.addmm_(window[:, k].t(), dpre)
+                if want_hh and k > 0:
+                    dw_hh.addmm_(hs[k].t(), dpre)
+                if db is not None:
+                    db += dpre.sum(0)
+                if k > 0:
+                    dh = torch.lerp(dh, dpre @ w_hh, kp)
+            return dwindow, None, None if dw_ih is None else dw_ih.t(), None if dw_hh is None else dw_hh.t(), db, db
 
     def __init__(self, obs_dim: int, hidden_size: int):
         super().__init__()
@@ -410,7 +430,12 @@ class WindowLSTM(nn.Module):
 
     def forward(self, window, valid):
         cell = self.cell
-        return self._Function.apply(window, valid, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+        # through autograd only when a gradient is wanted (not for the target networks, acting, or the frozen
+        # critic's LSTM in the actor loss)
+        if torch.is_grad_enabled() and (window.requires_grad or any(p.requires_grad for p in params)):
+            return self._Function.apply(window, valid, *params)
+        return self.steps(window, valid, *params)
 
 
 class LSTMQNetwork(nn.Module):

@@ -397,3 +397,18 @@ def test_train_transformer_with_critic_ascent_equals_plain():
             torch.testing.assert_close(a[k], b[k], **TOL)
     for i in (0, 1):
         assert_same_parameters(runs["new"][i], runs["plain"][i])
+
+
+def test_lstm_copy_is_the_mujoco_baselines():
+    """The ManiSkill LSTM baseline's WindowLSTM (hand-written forward and backward) is a copy of the MuJoCo
+    baseline's, which tests/test_lstm_speed_equivalence.py holds equal to the plain LSTM: textually identical."""
+    import inspect
+
+    mujoco = importlib.util.spec_from_file_location("speq_lstm_mujoco", ROOT / "baselines/td3_lstm_mujoco.py")
+    mujoco_mod = sys.modules.setdefault("speq_lstm_mujoco", importlib.util.module_from_spec(mujoco))
+    mujoco.loader.exec_module(mujoco_mod)  # registered first: inspect finds classes through sys.modules
+    lstm = load("lstm")
+    for name in ("WindowLSTM", "LSTMQNetwork", "LSTMActor"):
+        assert inspect.getsource(getattr(lstm, name)) == inspect.getsource(getattr(mujoco_mod, name)), (
+            f"{name} differs from baselines/td3_lstm_mujoco.py: re-sync the copy"
+        )
