@@ -3,7 +3,7 @@
 # (the accelerated transformer: 50k of stage 1 + 50k of stage 2), 3 seeds, 5k random steps everywhere,
 # an evaluation (5 episodes) every 5k steps, resume.pt every 10k. Each part is one tools/grid.py call;
 # rerun this script to finish what is left (complete runs are skipped, interrupted ones resumed).
-#   PART=core|rq4|bc   which grid (default: all three in that order)
+#   PART=core|rq1|rq4|bc  which grid (default: all four in that order)
 #   JOBS=N             runs at a time (default 1; 2 on an otherwise idle 2-core machine)
 #   ROOT=DIR           where the runs go (default runs/study)
 # Then: python tools/plot_runs.py $ROOT --table  (RESULTS.md, "The study", gives each figure's command)
@@ -25,6 +25,10 @@ if [[ $PART == all || $PART == core ]]; then
        --method transformer:baselines/td3_transformer_mujoco.py:"--total-timesteps 100000" \
        --method lstm:baselines/td3_lstm_mujoco.py:"--total-timesteps 100000" \
        --method accel_ascent:td3_accel_mujoco.py:"$ACCEL --critic-ascent"
+fi
+if [[ $PART == all || $PART == rq1 ]]; then
+  # RQ1 as the paper's Figure 1: the LSTM accelerator on velocity-only Hopper, then stage 2 on histories
+  grid --method accel_lstm_velocity:td3_accel_lstm_pomdp.py:"--pomdp velocity --accel-steps 50000 --finetune-steps 20000 --buffer-size 15000"
 fi
 if [[ $PART == all || $PART == rq4 ]]; then
   # RQ4: the transformer from scratch with the small buffers (accel above already uses 15k in stage 2)
