@@ -5,14 +5,20 @@ and for stage 1 the transformer's BC step every --bc-frequency steps, amortised)
 action 3), batch 256, one torch thread. The ManiSkill paths (--paths maniskill) do the same for the four ManiSkill
 scripts at PushCube-v1 sizes (obs 35, action 8) with their defaults: --utd 0.5 TD3 updates per environment step
 (one env's transition), batch 600 (stage 1, MLP and LSTM baselines) or 256 (stage 2, transformer baseline, BC).
+The LSTM-accelerator paths (--paths lstm_pomdp) do the same for td3_accel_lstm_pomdp.py at velocity-only Hopper sizes
+(obs 6, action 3) with its defaults (batch 256, history and context windows of 3, LSTM hidden 128): stage 1 is the
+LSTM TD3 update plus the transformer's BC step every --bc-frequency steps, amortised; stage 2 the transformer actor's
+TD3 update against the LSTM twin critics (after the critic warm-up: actor updates on).
 "before" is the scripts at git revision --before (default: 33d768a for the MuJoCo paths, 2badf10 for the ManiSkill
-ones; loaded from `git show`), "after" the working tree; both run in this process, alternating within each round,
-and each round also measures the matmul rate (a 256x256x256 product). The arithmetic limit of a path is its matmul
-FLOPs per environment step (counted by torch.utils.flop_counter on the "before" version: the network shapes,
-policy and BC frequencies included) at that rate; the figure to quote is limit / measured time.
+and LSTM-accelerator ones; loaded from `git show`), "after" the working tree; both run in this process,
+alternating within each round, and each round also measures the matmul rate (a 256x256x256 product). The
+arithmetic limit of a path is its matmul FLOPs per environment step (counted by torch.utils.flop_counter on the
+"before" version: the network shapes, policy and BC frequencies included) at that rate; the figure to quote is
+limit / measured time.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 5 --steps 16
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 5 --steps 16 --paths maniskill
+    OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --rounds 7 --steps 16 --paths lstm_pomdp
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --memory   # peak RSS against --buffer-size
     OMP_NUM_THREADS=1 python benchmarks/bench_updates.py --candidates   # Adam and soft-update variants alone
 
@@ -37,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 MS_OBS_DIM, MS_ACT_DIM, MS_ENVS = 35, 8, 50  # PushCube-v1 (state, pd_joint_delta_pos), the scripts' --num-envs
+PO_OBS_DIM = 6  # Hopper-v4 with --pomdp velocity (its 6 qvel entries); action 3 as above
 # path: (script, its default replay-buffer size for this path)
 PATHS = {
     "accel stage 1 (MLP TD3 + BC)": ("td3_accel_mujoco.py", 500_000),
@@ -52,9 +59,16 @@ MANISKILL_PATHS = {
     "maniskill baseline transformer": ("baselines/td3_transformer_maniskill.py", 50_000),
     "maniskill baseline LSTM": ("baselines/td3_lstm_maniskill.py", 50_000),
 }
-GROUPS = {"mujoco": list(PATHS), "maniskill": list(MANISKILL_PATHS), "all": [*PATHS, *MANISKILL_PATHS]}
+LSTM_POMDP_PATHS = {
+    "lstm-pomdp accel stage 1 (LSTM TD3 + BC)": ("td3_accel_lstm_pomdp.py", 500_000),
+    "lstm-pomdp accel stage 2 (transformer TD3, LSTM critics)": ("td3_accel_lstm_pomdp.py", 100_000),
+}
+GROUPS = {"mujoco": list(PATHS), "maniskill": list(MANISKILL_PATHS), "lstm_pomdp": list(LSTM_POMDP_PATHS),
+          "all": [*PATHS, *MANISKILL_PATHS, *LSTM_POMDP_PATHS]}  # fmt: skip
 PATHS.update(MANISKILL_PATHS)
-BEFORE = {"mujoco": "33d768a", "maniskill": "2badf10"}  # the revisions before each family's issue-10 changes
+PATHS.update(LSTM_POMDP_PATHS)
+# the revisions before each family's issue-10 changes (lstm_pomdp: before the WindowLSTM rewrite of 395aff7)
+BEFORE = {"mujoco": "33d768a", "maniskill": "2badf10", "lstm_pomdp": "2badf10"}
 MEMORY_SIZES = [10_000, 15_000, 20_000, 100_000, 500_000]
 
 
@@ -62,7 +76,7 @@ def before_rev(path: str, before: str | None) -> str | None:
     """The 'before' revision of a path: --before if given ('' : none), else its family's."""
     if before is not None:
         return before or None
-    return BEFORE["maniskill" if path in MANISKILL_PATHS else "mujoco"]
+    return BEFORE[next(g for g in ("maniskill", "lstm_pomdp", "mujoco") if path in GROUPS[g])]
 
 
 def load(script: str, rev: str | None):
@@ -86,14 +100,14 @@ def adam(mod, params, lr):
     return mod.adam(params, lr) if hasattr(mod, "adam") else torch.optim.Adam(params, lr=lr)
 
 
-def fill(mod, size: int, episode_len: int = 200):
+def fill(mod, size: int, episode_len: int = 200, obs_dim: int = OBS_DIM):
     """The path's replay buffer, full, random transitions in episodes of `episode_len` (windows get padded)."""
-    rb = mod.ReplayBuffer(size, OBS_DIM, ACT_DIM, "cpu")
+    rb = mod.ReplayBuffer(size, obs_dim, ACT_DIM, "cpu")
     rng = np.random.default_rng(0)
     for start in range(0, size, 10_000):  # in chunks: no buffer-sized temporary counts in the peak RSS
         n, step = min(10_000, size - start), np.arange(start, min(start + 10_000, size)) % episode_len
-        chunk = {"obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
-                 "next_obs": rng.standard_normal((n, OBS_DIM), dtype=np.float32),
+        chunk = {"obs": rng.standard_normal((n, obs_dim), dtype=np.float32),
+                 "next_obs": rng.standard_normal((n, obs_dim), dtype=np.float32),
                  "actions": rng.uniform(-1, 1, (n, ACT_DIM)).astype(np.float32),
                  "rewards": rng.standard_normal(n, dtype=np.float32),
                  "terminations": (step == episode_len - 1).astype(np.float32)}  # fmt: skip
@@ -128,7 +142,12 @@ def networks(path: str, mod, args, obs_dim: int, act_dim: int):
     """The path's actor, actor target, four critics (qf1, qf2 and their targets) and two optimizers as main() builds
     them, in td3_update's order; for stage 1 also the transformer, its target and optimizer (else None)."""
     low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
-    if "LSTM" in path:
+    if "LSTM critics" in path:  # the LSTM accelerator's stage 2: the transformer actor, the LSTM twin critics
+        qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
+        actor, actor_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
+        actor.eval()
+        actor_t.eval()
+    elif "LSTM" in path:
         actor, actor_t = (mod.LSTMActor(obs_dim, low, high, args.lstm_hidden_size) for _ in range(2))
         qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
     else:
@@ -196,10 +215,53 @@ def build_maniskill(path: str, mod, buffer_size: int):
     return step, args
 
 
+def build_lstm_pomdp(path: str, mod, buffer_size: int):
+    """An LSTM-accelerator path (td3_accel_lstm_pomdp.py, velocity-only Hopper) as main()'s loop runs it: the
+    LSTMs read the history windows, the transformer its context windows (tails of one stored window); step(i) is
+    the work of environment step i."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    rb = fill(mod, buffer_size, obs_dim=PO_OBS_DIM)
+    args = mod.Args(env_id="Hopper-v4")  # --pomdp velocity, the default
+    nets, bc_nets = networks(path, mod, args, PO_OBS_DIM, ACT_DIM)
+    actor = nets[0]
+
+    def sample():
+        data = rb.sample(args.batch_size, args.history_len, args.context_len)
+        history = data["history"], data["history_valid"]
+        next_history = data["next_history"], data["next_history_valid"]
+        return data, history, next_history
+
+    if bc_nets is not None:
+        length = max(args.history_len, args.context_len)
+        traj = mod.TrajectoryBuffer(args.bc_buffer_size, length, PO_OBS_DIM, ACT_DIM)
+        w, v, _, _ = rb.windows(np.arange(args.bc_buffer_size), length)
+        traj.windows[:], traj.valids[:], traj.count = w, v, args.bc_buffer_size
+
+        def step(i):
+            data, history, next_history = sample()
+            mod.td3_update(i, data, history, next_history, history, next_history, *nets, args)
+            if i % args.bc_frequency == 0:
+                mod.train_transformer(traj, *bc_nets, nets[2], actor, args, "cpu")
+
+    else:
+
+        def step(i):
+            data, history, next_history = sample()
+            actor.train()
+            mod.td3_update(i, data, history, next_history, (data["context"], data["context_valid"]),
+                           (data["next_context"], data["next_context_valid"]), *nets, args)  # fmt: skip
+            actor.eval()
+
+    return step, args
+
+
 def build(path: str, mod, buffer_size: int):
     """The networks, optimizers and buffer of `path`; returns step(i), the work of environment step i."""
     if path in MANISKILL_PATHS:
         return build_maniskill(path, mod, buffer_size)
+    if path in LSTM_POMDP_PATHS:
+        return build_lstm_pomdp(path, mod, buffer_size)
     torch.manual_seed(0)
     np.random.seed(0)
     rb = fill(mod, buffer_size)
@@ -264,7 +326,9 @@ def matmul_rate(n: int = 256, reps: int = 50) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-# the LSTM baseline's hand-written recurrent products are in place, which FlopCounterMode does not count by itself
+# the LSTM scripts' hand-written recurrent products (WindowLSTM's addmm_, the LSTM baseline's and
+# td3_accel_lstm_pomdp.py's, before and after 395aff7) are in place, which FlopCounterMode does not count by itself
+# (benchmarks/bench_lstm_update.py's INPLACE)
 def addmm_inplace_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * a_shape[0] * a_shape[1] * b_shape[1]
 
@@ -341,15 +405,27 @@ def memory(revs: dict | None, paths, sizes, label: str) -> None:
         print(f"| {path} | " + " | ".join(row) + " |", flush=True)
 
 
+def split_paths(spec: str) -> list[str]:
+    """--paths as names: split at the commas, except those inside a path's name (the longest known name wins)."""
+    pieces, names = spec.split(","), []
+    while pieces:
+        n = next((k for k in range(len(pieces), 1, -1) if ",".join(pieces[:k]) in PATHS), 1)
+        names.append(",".join(pieces[:n]))
+        pieces = pieces[n:]
+    return [x for x in names if x]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=16, help="environment steps timed per round (a multiple of 8)")
     p.add_argument("--before", default=None,
                    help="git revision of the 'before' scripts ('' : none; default: 33d768a for the MuJoCo paths, "
-                   "2badf10 for the ManiSkill ones)")  # fmt: skip
+                   "2badf10 for the ManiSkill and LSTM-accelerator ones)")  # fmt: skip
     p.add_argument(
-        "--paths", default="mujoco", help="comma-separated paths, or a group: mujoco (the default), maniskill, all"
+        "--paths",
+        default="mujoco",
+        help="comma-separated paths, or a group: mujoco (the default), maniskill, lstm_pomdp, all",
     )
     p.add_argument("--memory", action="store_true", help="peak RSS against buffer size instead of timing")
     p.add_argument("--candidates", action="store_true", help="time Adam and soft-update variants alone")
@@ -357,7 +433,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     a = p.parse_args()
     torch.set_num_threads(1)
-    paths = [path for x in a.paths.split(",") if x for path in GROUPS.get(x, [x])]
+    paths = [path for x in split_paths(a.paths) for path in GROUPS.get(x, [x])]
     unknown = [x for x in paths if x not in PATHS]
     if unknown:
         p.error(f"unknown path {unknown[0]!r}; paths: {', '.join(PATHS)}; groups: {', '.join(GROUPS)}")
