@@ -1,8 +1,11 @@
-"""Helpers for tests/test_accel_*.py (subprocess runs of td3_accel_mujoco.py, TensorBoard event files). A plain
-module rather than conftest.py so that it cannot clash with other test files' fixtures."""
+"""Helpers for tests/test_accel_*.py (subprocess runs of td3_accel_mujoco.py, TensorBoard event files), and the
+plain versions issue 10's speed changes replaced, which tests/test_speed_equivalence*.py and
+tests/test_lstm_speed_equivalence.py keep as the reference (they act on the modules passed in, whichever script's).
+A plain module rather than conftest.py so that it cannot clash with other test files' fixtures."""
 
 import contextlib
 import glob
+import importlib.util
 import os
 import subprocess
 import sys
@@ -170,3 +173,275 @@ def text_summary(ea, tag: str = "hyperparameters") -> str:
     events = ea.Tensors(f"{tag}/text_summary")
     assert events, f"no text summary {tag}"
     return b"".join(events[0].tensor_proto.string_val).decode()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Speed-equivalence tests: the plain versions (the reference) and the comparisons the test files share
+TOL = dict(rtol=1e-4, atol=1e-5)
+# Adam's steps are lr-sized whatever the gradient's size: a parameter whose gradient is near 0 can move by more than
+# float32 resolution from rounding alone, a wrong gradient moves it by ~lr
+PARAM_TOL = dict(rtol=1e-4, atol=5e-5)
+
+
+def load_script(path, mod_name: str):
+    """A script as a module, once per name (registered in sys.modules: inspect.getsource needs it)."""
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]
+
+
+def plain_layer_forward(self, h, padding_mask, last_only: bool = False):
+    """EncoderLayer.forward before issue 10: nn.MultiheadAttention (sequence-first inside) on the same parameters."""
+    x = self.norm1(h)
+    q = x[:, -1:] if last_only else x
+    h = h[:, -1:] if last_only else h
+    h = h + self.dropout1(self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False)[0])
+    return h + self.dropout2(self.ff(self.norm2(h)))
+
+
+def plain_attention(net):
+    """The same network, same parameters, with nn.MultiheadAttention called as before."""
+    for layer in net.modules():
+        if type(layer).__name__ == "EncoderLayer":
+            layer.forward = plain_layer_forward.__get__(layer)
+    return net
+
+
+def plain_adam(params, lr):
+    import torch
+
+    return torch.optim.Adam(params, lr=lr)
+
+
+def plain_soft_update(net, target, tau):
+    """A lerp_ per parameter (the scripts' one foreach call gives the same values to the bit)."""
+    import torch
+
+    with torch.no_grad():
+        for p, tp in zip(net.parameters(), target.parameters(), strict=True):
+            tp.lerp_(p, tau)
+
+
+def plain_td3_update(step, data, actor_in, next_actor_in, critic_in, next_critic_in, actor, actor_target, qf1, qf2,
+                     qf1_target, qf2_target, q_optimizer, actor_optimizer, args) -> dict:  # fmt: skip
+    """The scripts' td3_update before issue 10 (qf1 not frozen in the actor loss): the actor reads actor_in /
+    next_actor_in (observations or windows), the critics critic_in / next_critic_in (observations or windows)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+        next_actions = actor_target(*next_actor_in) + noise * actor_target.action_scale
+        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
+                                 actor.action_bias - actor.action_scale)  # fmt: skip
+        next_q = torch.min(qf1_target(*next_critic_in, next_actions), qf2_target(*next_critic_in, next_actions))
+        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
+    qf1_loss = F.mse_loss(qf1(*critic_in, data["actions"]), target_q)
+    qf2_loss = F.mse_loss(qf2(*critic_in, data["actions"]), target_q)
+    q_optimizer.zero_grad()
+    (qf1_loss + qf2_loss).backward()
+    q_optimizer.step()
+    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
+    if step % args.policy_frequency == 0:
+        actor_loss = -qf1(*critic_in, actor(*actor_in)).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+            plain_soft_update(net, target, args.tau)
+        losses["losses/actor_loss"] = actor_loss.detach()
+    return losses
+
+
+def plain_train_transformer(trajectory, transformer, transformer_target, optimizer, qf1, actor, args, *sample_args,
+                            batch_size: int) -> dict:  # fmt: skip
+    """The accelerator scripts' train_transformer before issue 10 (without --bc-clear; qf1 not frozen in the
+    critic ascent): minibatches trajectory.sample(batch_size, *sample_args)."""
+    import torch
+    import torch.nn.functional as F
+
+    transformer.train()
+    bc_losses, ascent_qs = [], []
+    for _ in range(args.bc_updates):
+        windows, valids, targets = trajectory.sample(batch_size, *sample_args)
+        if args.bc_target == "actor":
+            with torch.no_grad():
+                targets = actor(windows[:, -1])
+        bc_loss = F.mse_loss(transformer(windows, valids), targets)
+        optimizer.zero_grad()
+        bc_loss.backward()
+        optimizer.step()
+        plain_soft_update(transformer, transformer_target, args.tau)
+        bc_losses.append(bc_loss.detach())
+        if args.critic_ascent:
+            q = qf1(windows[:, -1], transformer(windows, valids)).mean()
+            optimizer.zero_grad()
+            (-q).backward()
+            optimizer.step()
+            plain_soft_update(transformer, transformer_target, args.tau)
+            ascent_qs.append(q.detach())
+    transformer.eval()
+    return {"losses/bc_loss": torch.stack(bc_losses).mean(), "losses/critic_ascent_q": torch.stack(ascent_qs).mean()}
+
+
+def make_td3_nets(mod, kind, obs_dim, act_dim, args, version, device="cpu"):
+    """td3_update's networks and optimizers from script module `mod` (seed 0): actor, target, twin critics and targets
+    (kind mlp: MLP actor; transformer: the transformer actor, plain attention for version 'plain'; lstm: LSTM actor
+    and critics), the critics' and the actor's optimizer (the script's adam, or plain_adam for 'plain')."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+    if kind == "lstm":
+        actors = [mod.LSTMActor(obs_dim, low, high, args.lstm_hidden_size) for _ in range(2)]
+        qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
+    else:
+        if kind == "mlp":
+            actors = [mod.Actor(obs_dim, low, high) for _ in range(2)]
+        else:
+            actors = [mod.make_transformer(obs_dim, low, high, args) for _ in range(2)]
+            if version == "plain":
+                actors = [plain_attention(a) for a in actors]
+        qs = [mod.QNetwork(obs_dim, act_dim) for _ in range(4)]
+    nets = [net.to(device) for net in (*actors, *qs)]
+    make = mod.adam if version == "new" else plain_adam
+    opts = make(list(nets[2].parameters()) + list(nets[3].parameters()), 1e-3), make(nets[0].parameters(), 1e-3)
+    return (*nets, *opts)
+
+
+def make_bc_nets(mod, obs_dim, act_dim, args, version):
+    """train_transformer's networks from script module `mod` (seed 0): the transformer and its target (plain
+    attention for version 'plain'), qf1, the MLP actor, and the transformer's optimizer (adam or plain_adam)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
+    transformer, target = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
+    if version == "plain":
+        transformer, target = plain_attention(transformer), plain_attention(target)
+    qf1, actor = mod.QNetwork(obs_dim, act_dim), mod.Actor(obs_dim, low, high)
+    opt = (mod.adam if version == "new" else plain_adam)(transformer.parameters(), 1e-3)
+    return transformer, target, qf1, actor, opt
+
+
+def random_windows(batch, steps, obs_dim, seed=0):
+    """Windows with every left-padding length 0..K-1, garbage (nonzero) in the padding."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    first = torch.arange(batch) % steps  # first valid position
+    valid = torch.arange(steps)[None] >= first[:, None]
+    return torch.randn(batch, steps, obs_dim, generator=g), valid
+
+
+def assert_same_parameters(net, ref):
+    import torch
+
+    for (name, p), q in zip(net.state_dict().items(), ref.state_dict().values(), strict=True):
+        if name.endswith("attn.in_proj_bias"):  # the key bias: its gradient is 0 but for rounding (softmax ignores a
+            p, q = p[: len(p) // 3], q[: len(q) // 3]  # shift of all scores), which Adam turns into lr-sized steps
+        torch.testing.assert_close(p, q, **PARAM_TOL, msg=lambda s, name=name: f"{name}: {s}")
+
+
+def assert_attention_equals_multihead_attention(encoder_layer, last_only: bool, train: bool):
+    """An EncoderLayer class against plain_layer_forward: outputs, input and parameter gradients (dropout only with
+    last_only, where both draw the same masks), and padding never reaching the output."""
+    import torch
+
+    torch.manual_seed(0)
+    layer = encoder_layer(32, 4, 64, dropout=0.1 if train and last_only else 0.0).train(train)
+    h, valid = random_windows(64, 4, 32)
+    results = []
+    for forward in (layer.forward, plain_layer_forward.__get__(layer)):
+        x = h.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        out = forward(x, ~valid, last_only=last_only)
+        grads = torch.autograd.grad(out, [x, *layer.parameters()], torch.ones_like(out) + out.detach())
+        results.append((out, *grads))
+    assert results[0][0].shape == (64, 1 if last_only else 4, 32)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    # padding never reaches the output
+    x = h + 100 * torch.randn_like(h) * ~valid[..., None]
+    assert torch.equal(x[:, -1], h[:, -1]) and not torch.equal(x, h)
+    torch.testing.assert_close(layer.eval()(x, ~valid, last_only=True), layer(h, ~valid, last_only=True), **TOL)
+
+
+def assert_same_outputs_and_gradients(new, ref, window, valid):
+    """Two actors in train mode (the same dropout draws): the same outputs and parameter gradients."""
+    import torch
+
+    for net in (new, ref):
+        net.train()
+    torch.manual_seed(3)
+    out = new(window, valid)
+    torch.manual_seed(3)
+    want = ref(window, valid)
+    torch.testing.assert_close(out, want, **TOL)
+    for g, r in zip(torch.autograd.grad(out.sum(), list(new.parameters())),
+                    torch.autograd.grad(want.sum(), list(ref.parameters())), strict=True):  # fmt: skip
+        torch.testing.assert_close(g, r, **TOL)
+
+
+def adam_steps(make, init, grads):
+    """An optimizer made by make(params, 1e-3) on copies of `init`, stepped once per gradient list in `grads`."""
+    params = [p.clone().requires_grad_(True) for p in init]
+    opt = make(params, 1e-3)
+    for g in grads:
+        for p, gi in zip(params, g, strict=True):
+            p.grad = gi.clone()
+        opt.step()
+    return params, opt
+
+
+def assert_soft_update_equals_lerp_loop(soft_update, net, target, tau, mismatched, name=""):
+    """soft_update(net, target, tau) against a lerp_ per parameter, to the bit; a `mismatched` network fails."""
+    import pytest
+    import torch
+
+    ref = [p.clone() for p in target.parameters()]
+    with torch.no_grad():
+        for p, tp in zip(net.parameters(), ref, strict=True):
+            tp.lerp_(p, tau)
+    soft_update(net, target, tau)
+    for got, want in zip(target.parameters(), ref, strict=True):
+        assert torch.equal(got, want), name
+    assert not torch.equal(next(target.parameters()), next(net.parameters()))
+    with pytest.raises(RuntimeError):
+        soft_update(mismatched, net, tau)
+
+
+def assert_same_td3_losses(new_losses, ref_losses):
+    """The losses of a run of td3_update steps (the second with the actor's) against the plain run's."""
+    import torch
+
+    assert "losses/actor_loss" in new_losses[1]
+    for got, want in zip(new_losses, ref_losses, strict=True):
+        assert got.keys() == want.keys()
+        for k in got:
+            torch.testing.assert_close(got[k], want[k], **TOL)
+
+
+def assert_td3_networks_moved(nets, init):
+    """The actor, its target, qf1 and its target (of the six networks in td3_update's order) moved from `init`."""
+    import torch
+
+    for i in (0, 1, 2, 4):
+        assert not torch.allclose(next(nets[i].parameters()), next(init[i].parameters()))
+
+
+def assert_same_bc_runs(new, ref):
+    """Runs of train_transformer, (transformer, target, the rounds' losses), against the plain one's: the same losses
+    and parameters."""
+    import torch
+
+    for a, b in zip(new[2], ref[2], strict=True):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], **TOL)
+    for i in (0, 1):
+        assert_same_parameters(new[i], ref[i])

@@ -4,19 +4,24 @@ autograd, and the update as it was. Same outputs and gradients to float32 roundi
 state_dicts load. benchmarks/bench_lstm_update.py imports the reference from here to time it."""
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the plain update and the comparisons, shared with the other speed-equivalence tests
+from accel_helpers import TOL, assert_same_td3_losses, random_windows  # noqa: E402
+from accel_helpers import plain_td3_update as plain_windows_td3_update  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("td3_lstm_mujoco_eq", ROOT / "baselines" / "td3_lstm_mujoco.py")
 m = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(m)
-TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -44,31 +49,10 @@ def plain(net: nn.Module) -> nn.Module:
     return net
 
 
-def plain_td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
-                     actor_optimizer, args) -> dict:  # fmt: skip
-    with torch.no_grad():
-        noise = (torch.randn_like(data["actions"]) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
-        next_actions = actor_target(data["next_window"], data["next_valid"]) + noise * actor_target.action_scale
-        next_actions = torch.max(torch.min(next_actions, actor.action_scale + actor.action_bias),
-                                 actor.action_bias - actor.action_scale)  # fmt: skip
-        next_in = (data["next_window"], data["next_valid"], next_actions)
-        next_q = torch.min(qf1_target(*next_in), qf2_target(*next_in))
-        target_q = data["rewards"] + (1 - data["terminations"]) * args.gamma * next_q
-    qf1_loss = F.mse_loss(qf1(data["window"], data["valid"], data["actions"]), target_q)
-    qf2_loss = F.mse_loss(qf2(data["window"], data["valid"], data["actions"]), target_q)
-    q_optimizer.zero_grad()
-    (qf1_loss + qf2_loss).backward()
-    q_optimizer.step()
-    losses = {"losses/qf1_loss": qf1_loss.detach(), "losses/qf2_loss": qf2_loss.detach()}
-    if step % args.policy_frequency == 0:
-        actor_loss = -qf1(data["window"], data["valid"], actor(data["window"], data["valid"])).mean()
-        actor_optimizer.zero_grad()
-        actor_loss.backward()
-        actor_optimizer.step()
-        for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
-            m.soft_update(net, target, args.tau)
-        losses["losses/actor_loss"] = actor_loss.detach()
-    return losses
+def plain_td3_update(step, data, *nets_and_args) -> dict:
+    """td3_update as it was (td3_update's arguments): the plain update with the actor and critics on the windows."""
+    window, next_window = (data["window"], data["valid"]), (data["next_window"], data["next_valid"])
+    return plain_windows_td3_update(step, data, window, next_window, window, next_window, *nets_and_args)
 
 
 def make_nets(version: str, obs_dim: int, act_dim: int, hidden: int, lr: float = 3e-4, seed: int = 0):
@@ -86,14 +70,6 @@ def make_nets(version: str, obs_dim: int, act_dim: int, hidden: int, lr: float =
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def random_windows(batch, steps, obs_dim, seed=0):
-    """Windows with random left padding (every padding length 0..K-1 occurs), padded content nonzero garbage."""
-    g = torch.Generator().manual_seed(seed)
-    first = torch.arange(batch) % steps  # first valid position
-    valid = torch.arange(steps)[None] >= first[:, None]
-    return torch.randn(batch, steps, obs_dim, generator=g), valid
-
-
 def pair(obs_dim, hidden, seed=0):
     torch.manual_seed(seed)
     new = m.WindowLSTM(obs_dim, hidden)
@@ -176,11 +152,7 @@ def test_td3_update_equals_plain():
         losses = [update(step, batches[step - 1], *nets, args) for step in (1, 2, 3, 4)]
         runs[version] = nets, losses
     (new_nets, new_losses), (ref_nets, ref_losses) = runs["new"], runs["plain"]
-    assert "losses/actor_loss" in new_losses[1]
-    for got, want in zip(new_losses, ref_losses, strict=True):
-        assert got.keys() == want.keys()
-        for k in got:
-            torch.testing.assert_close(got[k], want[k], **TOL)
+    assert_same_td3_losses(new_losses, ref_losses)
     for new_net, ref_net in zip(new_nets[:6], ref_nets[:6], strict=True):
         for (name, p), (ref_name, q) in zip(new_net.state_dict().items(), ref_net.state_dict().items(), strict=True):
             assert name == ref_name
