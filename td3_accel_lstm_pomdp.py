@@ -1025,7 +1025,9 @@ def main(args: Args, on_step=None) -> None:
     window = EpisodeWindow(window_len, obs_dim)
     episode_count, last_eval, stage_losses, dagger = 0, {}, {}, False
     obs, _ = env.reset(seed=args.seed)
-    env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
+    # resume.pt's generator state at an episode boundary is the one before that episode's reset (set at each reset
+    # below); this first, seeded episode is never resumed at its step 0 (a signal is handled after a step)
+    env_rng = env.unwrapped.np_random.bit_generator.state
 
     def checkpoint(stage: int) -> dict:
         return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,

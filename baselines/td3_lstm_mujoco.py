@@ -636,7 +636,9 @@ def main(args: Args, on_step=None) -> None:
 
     window = EpisodeWindow(args.history_len, obs_dim)
     obs, _ = env.reset(seed=args.seed)
-    env_rng = env.unwrapped.np_random.bit_generator.state  # before the current episode's reset, for resume.pt
+    # resume.pt's generator state at an episode boundary is the one before that episode's reset (set at each reset
+    # below); this first, seeded episode is never resumed at its step 0 (a signal is handled after a step)
+    env_rng = env.unwrapped.np_random.bit_generator.state
     global_step, episode_count, eval_return = 0, 0, float("nan")
 
     def learners() -> dict:
