@@ -862,6 +862,11 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+def resumed_stage1_end(args: Args, state: dict) -> int:
+    """Where stage 2 starts in a resumed run: --accel-steps may still move it while stage 1 runs."""
+    return args.accel_steps if state["stage"] == 1 else state["stage1_end"]
+
+
 def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
     for name, saved in state["args"].items():
@@ -874,7 +879,7 @@ def check_resume_args(args: Args, state: dict) -> None:
         if args.accel_steps < state["global_step"]:
             raise UsageError(f"--resume {args.resume}: --accel-steps {args.accel_steps} is less than the "
                              f"{state['global_step']} steps stage 1 has already run")  # fmt: skip
-    stage1_end = args.accel_steps if state["stage"] == 1 else state["stage1_end"]
+    stage1_end = resumed_stage1_end(args, state)
     if stage1_end + args.finetune_steps < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --finetune-steps {args.finetune_steps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
@@ -1055,7 +1060,7 @@ def main(args: Args, on_step=None) -> None:
 
     if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
         stage, global_step, episode_count = state["stage"], state["global_step"], state["episode_count"]
-        stage1_end = args.accel_steps if stage == 1 else state["stage1_end"]
+        stage1_end = resumed_stage1_end(args, state)
         for name, obj in learners().items():
             obj.load_state_dict(state[name])
         rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
