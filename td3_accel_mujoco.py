@@ -816,6 +816,14 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+def reset_env(env) -> tuple:
+    """A new episode from the env's own generator, and that generator's state before it (resume.pt's at an
+    episode boundary: resetting from it again gives the same episode)."""
+    rng = env.unwrapped.np_random.bit_generator.state
+    obs, _ = env.reset()
+    return obs, rng
+
+
 def resumed_stage1_end(args: Args, state: dict) -> int:
     """Where stage 2 starts in a resumed run: --accel-steps may still move it while stage 1 runs."""
     return args.accel_steps if state["stage"] == 1 else state["stage1_end"]
@@ -1079,8 +1087,7 @@ def main(args: Args, on_step=None) -> None:
                 if recent is not None:
                     rb.extend(recent)
                 transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-                env_rng = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
+                obs, env_rng = reset_env(env)
                 window.reset(obs)
                 episode_step, episode_return, dagger = 0, 0.0, False
                 stage_start_step, stage_start_time = global_step, time.time()
@@ -1098,8 +1105,7 @@ def main(args: Args, on_step=None) -> None:
                 writer.add_scalar("charts/episodic_return", episode_return, global_step)
                 writer.add_scalar("charts/episodic_length", episode_step, global_step)
                 episode_count += 1
-                env_rng = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
+                obs, env_rng = reset_env(env)
                 window.reset(obs)
                 episode_step, episode_return = 0, 0.0
                 dagger = draw_dagger(stage, global_step, args)
