@@ -321,17 +321,19 @@ def make_envs(args: Args, num_envs: int, ignore_terminations: bool, device) -> V
 # Networks
 class WindowLSTM(nn.Module):
     """Summarizes a left-padded observation window (B, K, obs_dim) with an LSTM from a zero state: the LSTM steps
-    over the K positions and keeps (h, c) unchanged where `valid` is False. Padding precedes the episode's first
-    observation, so it leaves the zero state untouched and the result equals running the LSTM over the valid
+    over the K positions, and padding (which precedes the episode's first observation: `valid` is False on a prefix
+    of each row) leaves the zero state exactly zero, so the result equals running the LSTM over the valid
     observations alone: padded content can neither reach the output nor receive gradient.
 
     The parameters are an nn.LSTMCell's (state_dicts unchanged), but the steps run in `steps`, by hand, with a
     hand-written backward (`_Function`) when a gradient is wanted: no recurrent product at the zero first state,
-    tanh(x) as 2 sigmoid(2x) - 1 (several times faster than tanh on the CPU), the padding mask as a float product or
-    a lerp (exact with weights 0/1, ~4x faster than torch.where with a broadcast bool mask), few fresh buffers (on
-    this CPU writing fresh memory cost more than the elementwise ops), and the weight gradients accumulated step by
-    step in the fast product orders. Same outputs and gradients as stepping `self.cell` to float32 rounding
-    (tests/test_lstm_speed_equivalence.py); benchmarks/bench_lstm_update.py times it."""
+    tanh(x) as 2 sigmoid(2x) - 1 (several times faster than tanh on the CPU), the padding as a zero input gate (at
+    a padded step the state entering is exactly zero, so c = f 0 + 0 tanh(g) = 0 and h = o tanh(0) = 0 exactly, and
+    the gate gradients come out exactly zero there without a mask in the backward: one product per step instead of
+    masking h and c), few fresh buffers (on this CPU writing fresh memory cost more than the elementwise ops), and
+    the weight gradients accumulated step by step in the fast product orders. Same outputs and gradients as
+    stepping `self.cell` to float32 rounding (tests/test_lstm_speed_equivalence.py); benchmarks/bench_lstm_update.py
+    times it."""
 
     @staticmethod
     def steps(window, valid, w_ih, w_hh, b_ih, b_hh, saved: list | None = None):
@@ -351,18 +353,19 @@ class WindowLSTM(nn.Module):
             gates[:, 2].mul_(2)
             gates.sigmoid_()  # i, f, sigmoid(2 g), o
             i, f, s, o = gates.unbind(1)
-            tg = s * 2 - 1  # tanh(g)
-            c_new = i * tg if c is None else torch.addcmul(i * tg, f, c)
-            tc = torch.sigmoid(c_new * 2).mul_(2).sub_(1)  # tanh(c_new)
-            h_new = o * tc
-            if saved is not None:
-                acts.append(gates), hs.append(h), cs.append(c), tgs.append(tg), tcs.append(tc)
-            if h is None:  # rows not yet valid stay at the zero state
-                h, c = h_new * keep[k], c_new * keep[k]
-            else:
-                h, c = torch.lerp(h, h_new, keep[k]), torch.lerp(c, c_new, keep[k])
+            i.mul_(keep[k])  # a padded row's state stays exactly zero (the zero state enters it)
+            if saved is None:  # nothing is kept: tanh(g), c and h are written over in place
+                tg = s.mul_(2).sub_(1)
+                c = torch.mul(i, tg) if c is None else c.mul_(f).addcmul_(i, tg)
+                h = torch.mul(c, 2, out=h).sigmoid_().mul_(2).sub_(1).mul_(o)  # h is read: h_new = o tanh(c)
+                continue
+            tg = torch.mul(s, 2).sub_(1)  # tanh(g)
+            c_new = torch.mul(i, tg) if c is None else torch.mul(i, tg).addcmul_(f, c)
+            tc = torch.mul(c_new, 2).sigmoid_().mul_(2).sub_(1)  # tanh(c_new)
+            acts.append(gates), hs.append(h), cs.append(c), tgs.append(tg), tcs.append(tc)
+            h, c = o * tc, c_new
         if saved is not None:
-            saved += [window, keep, w_ih, w_hh, *acts, *tgs, *tcs, *hs[1:], *cs[1:]]
+            saved += [window, w_ih, w_hh, *acts, *tgs, *tcs, *hs[1:], *cs[1:]]
         return h
 
     class _Function(torch.autograd.Function):
@@ -379,38 +382,37 @@ class WindowLSTM(nn.Module):
             if ctx.used:  # the saved gates were overwritten by their gradients below
                 raise RuntimeError("WindowLSTM's backward can run only once per forward (no retain_graph)")
             ctx.used = True
-            window, keep, w_ih, w_hh, *rest = ctx.saved_tensors
-            length = len(keep)
+            window, w_ih, w_hh, *rest = ctx.saved_tensors
+            batch, length, _ = window.shape
             acts, tgs, tcs = rest[:length], rest[length : 2 * length], rest[2 * length : 3 * length]
             hs, cs = [None, *rest[3 * length : 4 * length - 1]], [None, *rest[4 * length - 1 :]]
-            batch = window.shape[0]
             want_window, _, want_ih, want_hh, want_b, want_b2 = ctx.needs_input_grad
             # each step's gate gradient goes into the weight gradients at once; it is built in that step's saved
-            # gates (no longer needed) from one buffer
+            # gates (no longer needed) from one buffer. No padding mask: at a padded step the saved input gate is 0
+            # (its sigmoid' i (1 - i) too), the entering c and tanh(c) are 0, so every gate gradient there is 0
             dgates = torch.empty_like(acts[0])
             di, df, dg, do = dgates.unbind(1)
             dwindow = window.new_empty(window.shape) if want_window else None
             dw_ih = w_ih.new_zeros(w_ih.shape[::-1]) if want_ih else None  # transposed
             dw_hh = w_hh.new_zeros(w_hh.shape[::-1]) if want_hh else None  # transposed
             db = w_ih.new_zeros(w_ih.shape[0]) if want_b or want_b2 else None
-            dc = None
+            dc = torch.empty_like(dh) if length > 1 else None  # the cell gradient carried back a step
+            dh_next = torch.empty_like(dh) if length > 1 else None  # dh's buffer after the last step
             for k in range(length - 1, -1, -1):
-                a, tc, kp = acts[k], tcs[k], keep[k]
+                a, tc = acts[k], tcs[k]
                 i, f, s, o = a.unbind(1)
-                dhn = dh * kp
-                dcn = torch.addcmul(dhn, dhn * tc, tc, value=-1).mul_(o)  # (1 - tanh(c)^2) o dh
-                if dc is not None:
-                    dcn.addcmul_(dc, kp)
-                torch.mul(dhn, tc, out=do)
-                torch.mul(dcn, tgs[k], out=di)
+                torch.mul(dh, tc, out=do)
+                dcn = torch.addcmul(dh, do, tc, value=-1, out=di).mul_(o)  # (1 - tanh(c)^2) o dh, in di until last
+                if k < length - 1:
+                    dcn.add_(dc)
+                if k > 0:
+                    torch.mul(dcn, f, out=dc)
                 if cs[k] is None:
                     df.zero_()
                 else:
                     torch.mul(dcn, cs[k], out=df)
                 torch.mul(dcn, i, out=dg).mul_(4)  # d tanh(g) / dg = 4 s (1 - s), s = sigmoid(2 g)
-                if k > 0:
-                    dcf = dcn.mul_(f)
-                    dc = dcf if dc is None else torch.lerp(dc, dcf, kp)
+                di.mul_(tgs[k])
                 dpre = a.addcmul_(a, a, value=-1).mul_(dgates).view(batch, -1)  # sigmoid' = s (1 - s)
                 if want_window:
                     torch.mm(dpre, w_ih, out=dwindow[:, k])
@@ -421,7 +423,7 @@ class WindowLSTM(nn.Module):
                 if db is not None:
                     db += dpre.sum(0)
                 if k > 0:
-                    dh = torch.lerp(dh, dpre @ w_hh, kp)
+                    dh = torch.mm(dpre, w_hh, out=dh_next)
             return dwindow, None, None if dw_ih is None else dw_ih.t(), None if dw_hh is None else dw_hh.t(), db, db
 
     def __init__(self, obs_dim: int, hidden_size: int):

@@ -124,6 +124,28 @@ def test_padding_cannot_leak():
     assert (new(changed, valid) - new(window, valid)).abs().amin(-1).gt(0).all()
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_padding_equals_the_unpadded_suffix_exactly(grad):
+    """WindowLSTM does not mask the state at padded steps: it zeroes the input gate there, which keeps the zero
+    state exactly zero (c = f 0 + 0 tanh(g), h = o tanh(0)). So a window left-padded by p steps gives bit for bit the
+    output (and parameter gradients) of its K - p valid steps alone, whatever the padding holds."""
+    new, _ = pair(obs_dim=5, hidden=16)
+    g = torch.Generator().manual_seed(3)
+    for pad in (1, 2, 3):
+        suffix = torch.randn(32, 4 - pad, 5, generator=g)
+        padded = torch.cat([1000 * torch.randn(32, pad, 5, generator=g), suffix], 1)
+        valid = torch.arange(4)[None].expand(32, 4) >= pad
+        results = []
+        for window, v in ((padded, valid), (suffix, torch.ones(32, 4 - pad, dtype=torch.bool))):
+            with torch.set_grad_enabled(grad):
+                out = new(window, v)
+            grads = torch.autograd.grad(out.square().sum(), list(new.parameters())) if grad else ()
+            results.append((out, *grads))
+        assert results[0][0].abs().max() > 0.01
+        for got, want in zip(*results, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_state_dict_is_the_plain_ones():
     low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
     for new, ref in [(m.LSTMActor(4, low, high, 8), plain(m.LSTMActor(4, low, high, 8))),
