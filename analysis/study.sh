@@ -31,12 +31,20 @@ if [[ $PART == all || $PART == rq1 ]]; then
   grid --method accel_lstm_velocity:td3_accel_lstm_pomdp.py:"--pomdp velocity --accel-steps 50000 --finetune-steps 20000 --buffer-size 15000"
 fi
 if [[ $PART == all || $PART == rq4 ]]; then
-  # RQ4: the transformer from scratch with the small buffers (accel above already uses 15k in stage 2)
+  # RQ4: the transformer from scratch with the small buffers (accel above already uses 15k in stage 2).
+  # accel_buf10k/20k change only stage 2's buffer, so they fine-tune from the stage-1 checkpoint of accel's run
+  # of the same env and seed (core part) instead of repeating its stage 1: the same stage 1 for every buffer size,
+  # a cleaner comparison, without paying for stage 1 again. The grid fills in {root}, {env_id}, {seed} and resolves
+  # the glob (single-quoted, in the double quotes: the shell leaves it alone); a run whose accel checkpoint does not
+  # exist yet waits (exit 3, rerun later). Steps continue from the checkpoint's 50k, so the curves line up with accel's.
+  # The checkpoint holds accel's last 15k transitions: buf10k's prefill is the same as with its own stage 1 (the
+  # last 10k), buf20k starts stage 2 with those 15k in its 20k buffer instead of 20k.
+  ACCEL_CKPT="--accelerated-checkpoint '{root}/{env_id}__accel__{seed}__*/accelerated.pt'"
   grid --method transformer_buf10k:baselines/td3_transformer_mujoco.py:"--total-timesteps 100000 --buffer-size 10000" \
        --method transformer_buf15k:baselines/td3_transformer_mujoco.py:"--total-timesteps 100000 --buffer-size 15000" \
        --method transformer_buf20k:baselines/td3_transformer_mujoco.py:"--total-timesteps 100000 --buffer-size 20000" \
-       --method accel_buf10k:td3_accel_mujoco.py:"--accel-steps 50000 --finetune-steps 50000 --buffer-size 10000" \
-       --method accel_buf20k:td3_accel_mujoco.py:"--accel-steps 50000 --finetune-steps 50000 --buffer-size 20000"
+       --method accel_buf10k:td3_accel_mujoco.py:"--finetune-steps 50000 --buffer-size 10000 $ACCEL_CKPT" \
+       --method accel_buf20k:td3_accel_mujoco.py:"--finetune-steps 50000 --buffer-size 20000 $ACCEL_CKPT"
 fi
 if [[ $PART == all || $PART == bc ]]; then
   # BC target and source: stage 1 only, against accel's own stage 1 (bc-target actor, bc-source train)

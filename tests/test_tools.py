@@ -387,6 +387,81 @@ def test_index_runs_only_that_run(tmp_path, fake):
     assert len(calls(root)) == 1
 
 
+def test_placeholders_and_a_glob_resolved_per_run(tmp_path, fake):
+    root = tmp_path / "grid"
+    make_run_dir(root, "A-v0__base__1__100", "final.pt")
+    make_run_dir(root, "A-v0__base__1__200", "final.pt")
+    newest = make_run_dir(root, "A-v0__base__1__150", "final.pt")  # the newest file, not the newest name
+    os.utime(os.path.join(newest, "final.pt"), (time.time() + 10, time.time() + 10))
+    make_run_dir(root, "A-v0__base__2__100", "final.pt")
+    flags = "--other {root}/{env_id}__base__{seed}__*/final.pt --total-steps {seed}0"
+    argv = ["--root", root, "--envs", "A-v0", "--seeds", 1, 2, "--method", f"m:{fake}:{flags}"]
+    dry = grid(*argv, "--dry-run", "--", "--exp-tag={env_id}:{seed}:{other}")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert f"--other {newest}/final.pt --total-steps 10 '--exp-tag=A-v0:1:{{other}}' >> " in lines[0]
+    assert f"--other {root}/A-v0__base__2__100/final.pt --total-steps 20 " in lines[1]
+    assert lines[2] == "2 runs: 0 complete, 0 to resume, 2 to start"
+    result = grid(*argv)
+    assert result.returncode == 0, result.stdout
+    made = sorted(calls(root), key=lambda c: c["argv"][3])
+    second = f"{root}/A-v0__base__2__100/final.pt"
+    assert [c["argv"][10:] for c in made] == [["--other", f"{newest}/final.pt", "--total-steps", "10"],
+                                              ["--other", second, "--total-steps", "20"]]  # fmt: skip
+
+
+def test_a_run_whose_glob_matches_nothing_waits(tmp_path, fake):
+    root = tmp_path / "grid"
+    make_run_dir(root, "A-v0__base__1__100", "final.pt")
+    make_run_dir(root, "A-v0__base__2__101", "accelerated.pt")  # no final.pt: not what the glob asks for
+    old = make_run_dir(root, "A-v0__m__3__100", "resume.pt")  # resumed: keeps its own --other, needs no glob
+    pattern = "{root}/{env_id}__base__{seed}__*/final.pt"
+    argv = ["--root", root, "--envs", "A-v0", "--seeds", 1, 2, 3, "--method", f"m:{fake}:--other {pattern}"]
+    dry = grid(*argv, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("0 fresh ") and f"--other {root}/A-v0__base__1__100/final.pt " in lines[0]
+    assert lines[1] == f"1 waiting A-v0 m seed 2: needs {root}/A-v0__base__2__*/final.pt"
+    assert lines[2].startswith("2 resume ") and lines[2].split(" >> ")[0].endswith(f"--resume {old} --num-threads 1")
+    assert lines[3] == "3 runs: 0 complete, 1 to resume, 1 to start, 1 waiting"
+    assert calls(root) == []
+
+    result = grid(*argv, "--jobs", 2)
+    assert result.returncode == 3, result.stdout
+    out = result.stdout.splitlines()
+    assert "grid: 0/3 done (0 skipped), 0 running, 0 failed, 1 waiting, 2 left, elapsed 0:00:00" in out
+    assert out[-3].startswith("grid: 2/3 done (0 skipped), 0 running, 0 failed, 1 waiting, 0 left, elapsed ")
+    assert "not started" not in out[-3]
+    assert out[-2:] == [f"waiting: run 1, A-v0 m seed 2, needs {root}/A-v0__base__2__*/final.pt",
+                        "rerun the same command to resume or start what is left"]  # fmt: skip
+    assert sorted(c["argv"][:2] for c in calls(root)) == [["--env-id", "A-v0"], ["--resume", old]]
+    assert not os.path.exists(root / "logs" / "A-v0__m__2.log")
+
+    one = grid(*argv, "--index", 1)
+    assert one.returncode == 3 and one.stdout == ""
+    assert one.stderr.splitlines() == [f"grid: run 1, A-v0 m seed 2: waiting, needs {root}/A-v0__base__2__*/final.pt"]
+    assert len(calls(root)) == 2
+
+
+def test_a_waiting_run_starts_once_the_run_it_needs_is_done(tmp_path, fake):
+    """RQ4's shape: accel_buf fine-tunes from accel's stage-1 checkpoint of the same env and seed, in one grid call."""
+    root = tmp_path / "grid"
+    need = "{root}/{env_id}__accel__{seed}__*/accelerated.pt"
+    argv = ["--root", root, "--envs", "A-v0", "--seeds", 1, 2, "--jobs", 2, "--method", f"accel:{fake}:--sleep 1",
+            "--method", f"accel_buf:{fake}:--other '{need}'"]  # fmt: skip
+    result = grid(*argv, "--", "--finetune-steps", 0)
+    assert result.returncode == 0, result.stdout
+    assert "0 failed, 2 waiting, 2 left" in result.stdout
+    made = calls(root)
+    assert [c["argv"][5] for c in made[:2]] == ["accel", "accel"]  # both accel runs first, the two others wait
+    for seed in "12":
+        (accel,) = [c for c in made if c["argv"][3] == seed and c["argv"][5] == "accel"]
+        (buf,) = [c for c in made if c["argv"][3] == seed and c["argv"][5] == "accel_buf"]
+        assert buf["argv"][buf["argv"].index("--other") + 1] == os.path.join(accel["dir"], "accelerated.pt")
+        assert buf["start"] >= accel["end"]
+    assert result.stdout.strip().splitlines()[-1].startswith("grid: 4/4 done (0 skipped), 0 running, 0 failed, 0 left")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -12,22 +12,34 @@ the flags after `--` go to every run. The grid sets --env-id, --seed, --exp-name
 --num-threads (with OMP_NUM_THREADS and MKL_NUM_THREADS) itself. Runs are numbered seed by seed, then env, then
 method, so the first seed of every method finishes first.
 
+In FLAGS and after `--`, {root}, {env_id} and {seed} stand for the run's own (ROOT as given), and a value with `*`
+is a glob, resolved when the run starts to the existing path it matches (the newest by modification time if
+several do). So a method can fine-tune from another's stage-1 checkpoint of the same env and seed (RQ4):
+    --method accel:td3_accel_mujoco.py:"--accel-steps 50000 --finetune-steps 50000" \\
+    --method accel_buf10k:td3_accel_mujoco.py:"--finetune-steps 50000 --buffer-size 10000 \\
+        --accelerated-checkpoint '{root}/{env_id}__accel__{seed}__*/accelerated.pt'"
+A run whose glob matches nothing yet is waiting: not started, not failed, tried again whenever a slot is free (so
+the run it needs may come earlier in the same grid call), listed with its pattern if still waiting at the end.
+
 Each run, from the run directories already under ROOT for its env, method and seed:
 - complete, skipped: one holds final.pt, or, for a run without stage 2 (--finetune-steps 0 among its flags),
   accelerated.pt and no resume.pt;
 - resumed: otherwise, the newest one holding resume.pt (an interrupted run, see --checkpoint-frequency):
   `SCRIPT --resume DIR --num-threads T` plus those of its flags the script lets a resumed run change (its
-  RESUME_SAFE: step counts, evaluation, logging); the others keep the run's own values;
+  RESUME_SAFE: step counts, evaluation, logging); the others, a resolved glob among them, keep the run's own values;
 - started fresh: otherwise (a run that crashed without resume.pt starts over in a new directory).
 Each run's output is appended to ROOT/logs/{env_id}__{NAME}__{seed}.log. A progress line counts done, running,
-failed and left runs with the elapsed time. SIGTERM or Ctrl-C asks every running run to write its resume.pt and
-exit (a second one stops them at once). Exit code: 0 when every run is complete, 1 when a run failed (listed with
-its log), 3 when runs were interrupted (rerun the same command to resume them), 2 for bad input.
+failed, waiting and left runs with the elapsed time. SIGTERM or Ctrl-C asks every running run to write its
+resume.pt and exit (a second one stops them at once). Exit code: 0 when every run is complete, 1 when a run failed
+(listed with its log), 3 when runs were interrupted, not started or waiting (rerun the same command to resume or
+start them; --index with a waiting run says so in one line on stderr and exits 3, so a requeued task retries),
+2 for bad input.
 Never imported by the training scripts.
 """
 
 import argparse
 import ast
+import glob
 import os
 import re
 import shlex
@@ -61,14 +73,20 @@ class Run:
     seed: int
     method: Method
     flags: list  # the method's flags, then the grid's pass-through ones
-    status: str = "fresh"  # complete, resume or fresh
+    status: str = "fresh"  # complete, resume or fresh (see `shown`: a run whose glob matches nothing is waiting)
     run_dir: str | None = None  # the complete or resumable run directory
+    args: list | None = None  # the flags it would be started or resumed with, globs resolved (None: complete)
+    needs: str | None = None  # the first glob that matches nothing yet (the run is waiting)
     proc: subprocess.Popen | None = None
     started: float = 0.0
 
     @property
     def label(self) -> str:
         return f"{self.env} {self.method.name} seed {self.seed}"
+
+    @property
+    def shown(self) -> str:
+        return "waiting" if self.needs and self.status != "complete" else self.status
 
 
 def hms(seconds: float) -> str:
@@ -96,6 +114,36 @@ def flag_value(tokens: list[str], flag: str) -> str | None:
         if name == flag:
             value = given[0].split("=", 1)[1] if "=" in given[0] else (given[1] if len(given) > 1 else "")
     return value
+
+
+def substitute(tokens: list[str], root: str, env: str, seed: int) -> list[str]:
+    """{root}, {env_id} and {seed} replaced by the run's own (other braces are left as they are)."""
+    values = {"{root}": root, "{env_id}": env, "{seed}": str(seed)}
+    return [re.sub(r"\{(?:root|env_id|seed)\}", lambda m: values[m[0]], token) for token in tokens]
+
+
+def resolve_globs(tokens: list[str]) -> tuple[list[str], str | None]:
+    """Each value with `*` replaced by the existing path it matches, the newest (modification time) of several;
+    (tokens, None), or (tokens unchanged, the first pattern that matches nothing yet)."""
+    resolved = []
+    for token in tokens:
+        prefix, value = ("", token)
+        if token.startswith("--"):  # a flag's name never globs, the value of `--flag=value` may
+            name, _, value = token.partition("=")
+            prefix = name + "="
+        if "*" not in value:
+            resolved.append(token)
+            continue
+        matches = []
+        for path in glob.glob(value):
+            try:
+                matches.append((os.path.getmtime(path), path))
+            except OSError:  # removed since
+                pass
+        if not matches:
+            return tokens, value
+        resolved.append(prefix + max(matches)[1])
+    return resolved, None
 
 
 def resume_safe_flags(tokens: list[str], safe: tuple) -> list[str]:
@@ -159,15 +207,26 @@ def update_status(run: Run, root: str) -> None:
         run.status, run.run_dir = "resume", resumable[-1]
     else:
         run.status, run.run_dir = "fresh", None
+    resolve(run)
+
+
+def resolve(run: Run) -> str | None:
+    """Resolve the globs of the flags the run would get now (a resumed run: its RESUME_SAFE ones); the pattern that
+    matches nothing yet, or None."""
+    if run.status == "complete":
+        run.args, run.needs = None, None
+        return None
+    given = resume_safe_flags(run.flags, run.method.resume_safe) if run.status == "resume" else run.flags
+    run.args, run.needs = resolve_globs(given)
+    return run.needs
 
 
 def command(run: Run, a: argparse.Namespace) -> list[str]:
     threads = ["--num-threads", str(a.threads)]
     if run.status == "resume":
-        safe = resume_safe_flags(run.flags, run.method.resume_safe)
-        return [a.python, run.method.script, "--resume", run.run_dir, *threads, *safe]
+        return [a.python, run.method.script, "--resume", run.run_dir, *threads, *run.args]
     own = ["--env-id", run.env, "--seed", str(run.seed), "--exp-name", run.method.name, "--run-dir", a.root]
-    return [a.python, run.method.script, *own, *threads, *run.flags]
+    return [a.python, run.method.script, *own, *threads, *run.args]
 
 
 def log_path(run: Run, root: str) -> str:
@@ -202,15 +261,16 @@ def last_line(path: str) -> str:
 class Progress:
     """One line over the whole grid: rewritten in place on a terminal, printed at each change otherwise."""
 
-    def __init__(self, total: int, skipped: int):
+    def __init__(self, total: int, skipped: int, waiting: int):
         self.total, self.skipped, self.start = total, skipped, time.time()
-        self.done, self.failed, self.interrupted, self.running = skipped, [], [], 0
+        self.done, self.failed, self.interrupted, self.running, self.waiting = skipped, [], [], 0, waiting
         self.tty = sys.stdout.isatty()
         self.shown = ""
 
     def line(self) -> str:
-        left = self.total - self.done - len(self.failed) - len(self.interrupted) - self.running
+        left = self.total - self.done - len(self.failed) - len(self.interrupted) - self.running - self.waiting
         extra = f", {len(self.interrupted)} interrupted" if self.interrupted else ""
+        extra += f", {self.waiting} waiting" if self.waiting else ""
         return (f"grid: {self.done}/{self.total} done ({self.skipped} skipped), {self.running} running, "
                 f"{len(self.failed)} failed{extra}, {left} left, elapsed {hms(time.time() - self.start)}")  # fmt: skip
 
@@ -232,7 +292,7 @@ class Progress:
 
 def run_grid(runs: list[Run], a: argparse.Namespace) -> int:
     todo = [r for r in runs if r.status != "complete"]
-    progress = Progress(len(runs), len(runs) - len(todo))
+    progress = Progress(len(runs), len(runs) - len(todo), sum(r.needs is not None for r in todo))
     running: list[Run] = []
     signals = []
 
@@ -250,7 +310,13 @@ def run_grid(runs: list[Run], a: argparse.Namespace) -> int:
         progress.show()
         while todo or running:
             while todo and len(running) < a.jobs and not signals:
-                r = todo.pop(0)
+                # a free slot: resolve the globs again (a run that finished may have written what one waits for)
+                ready = [r for r in todo if resolve(r) is None]
+                progress.waiting = len(todo) - len(ready)
+                if not ready:
+                    break
+                r = ready[0]
+                todo.remove(r)
                 cmd = command(r, a)
                 with open_log(r, a, cmd) as log:
                     r.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -262,8 +328,8 @@ def run_grid(runs: list[Run], a: argparse.Namespace) -> int:
                 progress.running += 1
                 what = f"resuming {r.run_dir}" if r.status == "resume" else "starting"
                 progress.say(f"grid: run {r.index}, {r.label}: {what}")
-            if signals and not running:
-                break
+            if not running and (signals or all(r.needs for r in todo)):
+                break  # nothing running can make a waiting run ready
             time.sleep(0.2)
             for r in [r for r in running if r.proc.poll() is not None]:
                 running.remove(r)
@@ -288,16 +354,20 @@ def run_grid(runs: list[Run], a: argparse.Namespace) -> int:
             signal.signal(s, h)
     if progress.tty:
         print()
-    never = len(todo)
+    waiting = [r for r in todo if r.needs]
+    never = len(todo) - len(waiting)
+    progress.waiting = len(waiting)
     if progress.tty or never or progress.line() != progress.shown:
         print(progress.line() + (f", {never} not started" if never else ""))
     for r, why in progress.failed:
         print(f"failed: run {r.index}, {r.label} ({why}), log {log_path(r, a.root)}")
     for r in progress.interrupted:
         print(f"interrupted: run {r.index}, {r.label}, {r.run_dir}")
+    for r in waiting:
+        print(f"waiting: run {r.index}, {r.label}, needs {r.needs}")
     if progress.failed:
         return 1
-    if progress.interrupted or never:
+    if progress.interrupted or todo:
         print("rerun the same command to resume or start what is left")
         return EXIT_INTERRUPTED
     return 0
@@ -347,7 +417,7 @@ def build(a: argparse.Namespace) -> list[Run]:
     for seed in a.seeds:
         for env in a.envs:
             for m in methods:
-                runs.append(Run(len(runs), env, seed, m, [*m.flags, *a.passthrough]))
+                runs.append(Run(len(runs), env, seed, m, substitute([*m.flags, *a.passthrough], a.root, env, seed)))
     for r in runs:
         update_status(r, a.root)
     return runs
@@ -367,18 +437,24 @@ def main(argv: list[str] | None = None) -> int:
         for r in chosen:
             if r.status == "complete":
                 print(f"{r.index} complete {r.label}: {r.run_dir}")
+            elif r.needs:
+                print(f"{r.index} waiting {r.label}: needs {r.needs}")
             else:
                 env = f"OMP_NUM_THREADS={a.threads} MKL_NUM_THREADS={a.threads}"
                 print(f"{r.index} {r.status} {env} {shlex.join(command(r, a))} >> {log_path(r, a.root)} 2>&1")
-        counts = {s: sum(r.status == s for r in chosen) for s in ("complete", "resume", "fresh")}
+        counts = {s: sum(r.shown == s for r in chosen) for s in ("complete", "resume", "fresh", "waiting")}
+        waiting = f", {counts['waiting']} waiting" if counts["waiting"] else ""
         print(f"{len(chosen)} runs: {counts['complete']} complete, {counts['resume']} to resume, "
-              f"{counts['fresh']} to start")  # fmt: skip
+              f"{counts['fresh']} to start{waiting}")  # fmt: skip
         return 0
     if a.index is not None:  # one run, in this process: a scheduler's signals reach the script itself
         r = chosen[0]
         if r.status == "complete":
             print(f"grid: run {r.index}, {r.label}: complete, {r.run_dir}")
             return 0
+        if r.needs:  # exit 3 as for an interrupted run: a requeued array task tries again
+            print(f"{PROG}: run {r.index}, {r.label}: waiting, needs {r.needs}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         cmd = command(r, a)
         print(f"grid: run {r.index}, {r.label}: {r.status}, log {log_path(r, a.root)}", flush=True)
         log = open_log(r, a, cmd)
