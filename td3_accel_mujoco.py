@@ -484,7 +484,8 @@ class DeviceReplayBuffer(ReplayBuffer):
     """ReplayBuffer kept as torch tensors on the training device (the CUDA path): one row per transition, the fields
     are column views of it (episode_step as float32, exact below 2^24), so add() copies one row to the device and
     sample() draws its indices from torch's generator on the device and gathers the transitions and windows there,
-    with no host-to-device copy. Same state_dict as ReplayBuffer."""
+    with no host-to-device copy. Same state_dict as ReplayBuffer; its load_state_dict fills the views here too
+    (assigning a host tensor into them copies it to the device)."""
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
 
@@ -535,11 +536,6 @@ class DeviceReplayBuffer(ReplayBuffer):
 
     def state_dict(self) -> dict:
         return {"ptr": self.ptr, "count": self.count, **self.fields(slice(0, self.count))}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k in self.FIELDS:
-            getattr(self, k)[: len(state[k])] = state[k].to(self.device)
-        self.ptr, self.count = state["ptr"], state["count"]
 
 
 def buffer_state(buffer, fields) -> dict:

@@ -299,7 +299,8 @@ class ReplayBuffer:
 class DeviceReplayBuffer(ReplayBuffer):
     """ReplayBuffer kept as torch tensors on the training device (the CUDA path): one row per transition, the fields
     are column views of it, so add() copies one row to the device and sample() draws its indices from torch's
-    generator on the device and gathers there, with no host-to-device copy. Same state_dict as ReplayBuffer."""
+    generator on the device and gathers there, with no host-to-device copy. Same state_dict as ReplayBuffer; its
+    load_state_dict fills the views here too (assigning a host tensor into them copies it to the device)."""
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations")
 
@@ -326,11 +327,6 @@ class DeviceReplayBuffer(ReplayBuffer):
         # copies, also on the CPU: a view would save the whole of self.rows
         fields = {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS}
         return {"ptr": self.ptr, "count": self.count, **fields}
-
-    def load_state_dict(self, state: dict) -> None:
-        for k in self.FIELDS:
-            getattr(self, k)[: len(state[k])] = state[k].to(self.device)
-        self.ptr, self.count = state["ptr"], state["count"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
