@@ -7,7 +7,7 @@ updates to float32 rounding, on random inputs (no env); old state_dicts and opti
 the whole updates are also compared there (the ManiSkill scripts' GPU simulator path).
 benchmarks/bench_updates.py --paths maniskill times them."""
 
-import importlib.util
+import inspect
 import io
 import os
 import sys
@@ -240,13 +240,9 @@ def test_train_transformer_with_critic_ascent_equals_plain():
 def test_lstm_copy_is_the_mujoco_baselines():
     """The ManiSkill LSTM baseline's WindowLSTM (hand-written forward and backward) is a copy of the MuJoCo
     baseline's, which tests/test_lstm_speed_equivalence.py holds equal to the plain LSTM: textually identical."""
-    import inspect
-
-    mujoco = importlib.util.spec_from_file_location("speq_lstm_mujoco", ROOT / "baselines/td3_lstm_mujoco.py")
-    mujoco_mod = sys.modules.setdefault("speq_lstm_mujoco", importlib.util.module_from_spec(mujoco))
-    mujoco.loader.exec_module(mujoco_mod)  # registered first: inspect finds classes through sys.modules
+    mujoco = load_script(ROOT / "baselines/td3_lstm_mujoco.py", "speq_lstm_mujoco")
     lstm = load("lstm")
     for name in ("WindowLSTM", "LSTMQNetwork", "LSTMActor"):
-        assert inspect.getsource(getattr(lstm, name)) == inspect.getsource(getattr(mujoco_mod, name)), (
+        assert inspect.getsource(getattr(lstm, name)) == inspect.getsource(getattr(mujoco, name)), (
             f"{name} differs from baselines/td3_lstm_mujoco.py: re-sync the copy"
         )
