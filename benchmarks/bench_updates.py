@@ -138,24 +138,28 @@ def fill_maniskill(mod, size: int, episode_len: int = 50):
     return rb
 
 
+def transformer_pair(mod, obs_dim: int, low, high, args) -> list:
+    """Two Table-1 transformers in eval mode (main() switches to train mode only inside their updates)."""
+    pair = [mod.make_transformer(obs_dim, low, high, args) for _ in range(2)]
+    for net in pair:
+        net.eval()
+    return pair
+
+
 def networks(path: str, mod, args, obs_dim: int, act_dim: int):
     """The path's actor, actor target, four critics (qf1, qf2 and their targets) and two optimizers as main() builds
     them, in td3_update's order; for stage 1 also the transformer, its target and optimizer (else None)."""
     low, high = -np.ones(act_dim, np.float32), np.ones(act_dim, np.float32)
     if "LSTM critics" in path:  # the LSTM accelerator's stage 2: the transformer actor, the LSTM twin critics
         qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
-        actor, actor_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
-        actor.eval()
-        actor_t.eval()
+        actor, actor_t = transformer_pair(mod, obs_dim, low, high, args)
     elif "LSTM" in path:
         actor, actor_t = (mod.LSTMActor(obs_dim, low, high, args.lstm_hidden_size) for _ in range(2))
         qs = [mod.LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size) for _ in range(4)]
     else:
         qs = [mod.QNetwork(obs_dim, act_dim) for _ in range(4)]
         if "transformer" in path:
-            actor, actor_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
-            actor.eval()
-            actor_t.eval()
+            actor, actor_t = transformer_pair(mod, obs_dim, low, high, args)
         else:
             actor, actor_t = mod.Actor(obs_dim, low, high), mod.Actor(obs_dim, low, high)
     actor_t.load_state_dict(actor.state_dict())
@@ -165,10 +169,8 @@ def networks(path: str, mod, args, obs_dim: int, act_dim: int):
     a_opt = adam(mod, actor.parameters(), args.learning_rate)
     if "stage 1" not in path:
         return (actor, actor_t, *qs, q_opt, a_opt), None
-    transformer, transformer_t = (mod.make_transformer(obs_dim, low, high, args) for _ in range(2))
+    transformer, transformer_t = transformer_pair(mod, obs_dim, low, high, args)
     transformer_t.load_state_dict(transformer.state_dict())
-    transformer.eval()
-    transformer_t.eval()
     return (actor, actor_t, *qs, q_opt, a_opt), (transformer, transformer_t, adam(mod, transformer.parameters(),
                                                                                    args.learning_rate))  # fmt: skip
 
