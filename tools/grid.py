@@ -86,7 +86,7 @@ class Run:
 
     @property
     def shown(self) -> str:
-        return "waiting" if self.needs and self.status != "complete" else self.status
+        return "waiting" if self.needs else self.status  # resolve() leaves a complete run no `needs`
 
 
 def hms(seconds: float) -> str:
