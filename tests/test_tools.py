@@ -202,6 +202,31 @@ def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, mes
     assert not (tmp_path / "x.png").exists()
 
 
+def test_complete_only_keeps_finished_runs(tmp_path, capsys):
+    """Seed 1 finished (final.pt), seed 2 is mid-run (resume.pt), seed 3 is a finished stage-1-only run
+    (finetune_steps 0, accelerated.pt, no resume.pt), seed 4 has accelerated.pt but also resume.pt (interrupted)."""
+    files = {1: ["final.pt"], 2: ["resume.pt"], 3: ["accelerated.pt"], 4: ["accelerated.pt", "resume.pt"]}
+    for seed, names in files.items():
+        path = tmp_path / f"EnvA-v0__accel__{seed}__{1700000000 + seed}"
+        finetune = 0 if seed in (3, 4) else 100
+        write_events(str(path), {"eval/transformer_return": [(s, 10.0 * seed + s) for s in (100, 200)]},
+                     {"exp_name": "accel", "finetune_steps": finetune})  # fmt: skip
+        for name in names:
+            (path / name).write_bytes(b"")
+    rc, out, err = run_plot(capsys, tmp_path, "--table")
+    assert rc == 0 and table_rows(out)[("EnvA-v0", "accel", "transformer_return")][0] == 4
+    rc, out, err = run_plot(capsys, tmp_path, "--table", "--complete-only")
+    assert rc == 0
+    seeds, step, final_mean, final_std, _, _ = table_rows(out)[("EnvA-v0", "accel", "transformer_return")]
+    assert (seeds, step, final_mean, final_std) == (2, 200, 220.0, 10.0)  # seeds 1 and 3: 210 and 230
+    left_out = [line for line in err.splitlines() if "left out (--complete-only)" in line]
+    assert sorted(line.split("__")[2] for line in left_out) == ["2", "4"]
+    for seed, name in ((1, "final.pt"), (3, "accelerated.pt")):
+        (tmp_path / f"EnvA-v0__accel__{seed}__{1700000000 + seed}" / name).unlink()
+    rc, out, err = run_plot(capsys, tmp_path, "--table", "--complete-only")
+    assert rc == 2 and err.strip().splitlines()[-1] == "plot_runs: error: --complete-only: none of the 4 runs is finished (no final.pt)"
+
+
 def test_plot_runs_command_line_exit_code(tmp_path):
     result = subprocess.run([sys.executable, "tools/plot_runs.py", str(tmp_path / "missing")], cwd=REPO_ROOT,
                             env=subprocess_env(), capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -24,6 +24,9 @@ interp). The shaded band and the table's std are the population std over seeds (
 The table (--table) gives, per env, method and curve, the number of seeds, the last aligned step, and the mean and
 std over seeds of each seed's value there (final) and of each seed's best value on the aligned steps (best).
 
+--complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
+no resume.pt: tools/grid.py's rule) and notes the others: for a figure of a study whose grid is still running.
+
 Bad input (a missing root, no runs, an unknown tag, method part or filter, nothing to plot) prints one line on
 stderr and exits with code 2; runs lacking a tag that other seeds of their method have are noted on stderr, one
 line each, and left out of that curve. Never imported by the training scripts.
@@ -115,6 +118,13 @@ def load_run(path: str) -> Run:
         proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
         run.hparams = parse_hparams(b"".join(proto.string_val).decode())
     return run
+
+
+def is_complete(run: Run) -> bool:
+    """tools/grid.py's rule, with stage 2's presence read from the logged hyperparameters."""
+    has = lambda name: os.path.isfile(os.path.join(run.path, name))  # noqa: E731
+    stage1_only = run.hparams.get("finetune_steps", "").replace("_", "").strip() == "0"
+    return has("final.pt") or (stage1_only and has("accelerated.pt") and not has("resume.pt"))
 
 
 def method_name(run: Run, parts: list[str]) -> str:
@@ -254,6 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--envs", nargs="+", help="only these env ids (shell-style patterns)")
     p.add_argument("--methods", nargs="+", help="only these methods (shell-style patterns)")
     p.add_argument("--align", default="common", choices=("common", "interp"), help="how seeds of unequal lengths meet")
+    p.add_argument("--complete-only", action="store_true", help="only finished runs (final.pt); note the others")
     p.add_argument("--digits", type=int, default=2, help="decimals in the table")
     a = p.parse_args(argv)
     a.method_from = [part.strip() for part in a.method_from.split(",") if part.strip()]
@@ -270,6 +281,13 @@ def run(a: argparse.Namespace) -> None:
     if not paths:
         raise UsageError(f"no run directories ({{env_id}}__{{exp_name}}__{{seed}}__{{time}}) under {' '.join(a.roots)}")
     runs = [load_run(p) for p in paths]
+    if a.complete_only:
+        for r in runs:
+            if not is_complete(r):
+                note(f"{r.path} is not finished (no final.pt); left out (--complete-only)")
+        runs = [r for r in runs if is_complete(r)]
+        if not runs:
+            raise UsageError(f"--complete-only: none of the {len(paths)} runs is finished (no final.pt)")
     if a.envs:
         runs = [r for r in runs if any(fnmatch.fnmatchcase(r.env, pat) for pat in a.envs)]
         if not runs:
