@@ -191,6 +191,7 @@ def test_interpolation_aligns_seeds_evaluated_at_different_steps(tmp_path, capsy
         (["study", "--envs", "Nope*"], "--envs Nope* matches none"),
         (["study", "--methods", "nope"], "--methods nope matches no method"),
         (["study", "--align", "sideways"], "invalid choice"),
+        (["study", "--last", "0"], "--last 0: give 1 or more evaluations"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, message):
@@ -200,6 +201,15 @@ def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, mes
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("plot_runs: error: ") and message in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_last_k_averages_each_seeds_last_evaluations(runs_root, capsys):
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--last", 2, "--methods", "mlp")
+    assert rc == 0 and "| last 2 evals mean | last 2 evals std |" in out
+    per_seed = [statistics.mean(mlp_value("EnvA-v0", s, t) for t in STEPS[-2:]) for s in (1, 2, 3)]
+    got = table_rows(out)[("EnvA-v0", "mlp", "return")]
+    assert got[2:4] == pytest.approx((statistics.mean(per_seed), statistics.pstdev(per_seed)), abs=1e-5)
+    assert got[4] == pytest.approx(statistics.mean(mlp_value("EnvA-v0", s, 500) for s in (1, 2, 3)), abs=1e-5)
 
 
 def test_complete_only_keeps_finished_runs(tmp_path, capsys):

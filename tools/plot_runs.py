@@ -22,7 +22,8 @@ seed ends) or linearly interpolated onto the union of their steps within the ran
 interp). The shaded band and the table's std are the population std over seeds (ddof=0).
 
 The table (--table) gives, per env, method and curve, the number of seeds, the last aligned step, and the mean and
-std over seeds of each seed's value there (final) and of each seed's best value on the aligned steps (best).
+std over seeds of each seed's value there (final; --last K: the mean of each seed's last K aligned evaluations) and of
+each seed's best value on the aligned steps (best).
 
 --complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
 no resume.pt: tools/grid.py's rule) and notes the others: for a figure of a study whose grid is still running.
@@ -202,11 +203,13 @@ def build_curves(runs: list[Run], a: argparse.Namespace) -> list[Curve]:
     return curves
 
 
-def table(curves: list[Curve], digits: int) -> str:
-    lines = ["| env | method | curve | seeds | step | final mean | final std | best mean | best std |",
+def table(curves: list[Curve], digits: int, last: int = 1) -> str:
+    final_name = "final" if last == 1 else f"last {last} evals"
+    lines = [f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in curves:
-        final, best = c.values[:, -1], c.values.max(axis=1)
+        # --last K: each seed's mean over its last K aligned evaluations (one 5-episode evaluation is noisy)
+        final, best = c.values[:, -last:].mean(axis=1), c.values.max(axis=1)
         nums = " | ".join(f"{x:.{digits}f}" for x in (final.mean(), final.std(), best.mean(), best.std()))
         lines.append(f"| {c.env} | {c.method} | {short(c.tag)} | {len(c.runs)} | {c.steps[-1]} | {nums} |")
     return "\n".join(lines)
@@ -265,11 +268,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", help="only these methods (shell-style patterns)")
     p.add_argument("--align", default="common", choices=("common", "interp"), help="how seeds of unequal lengths meet")
     p.add_argument("--complete-only", action="store_true", help="only finished runs (final.pt); note the others")
+    p.add_argument("--last", type=int, default=1,
+                   help="the table's final value: each seed's mean over its last this many evaluations (default 1)")
     p.add_argument("--digits", type=int, default=2, help="decimals in the table")
     a = p.parse_args(argv)
     a.method_from = [part.strip() for part in a.method_from.split(",") if part.strip()]
     if not a.method_from:
         p.error("--method-from: give at least one of exp_name, root, or a hyperparameter name")
+    if a.last < 1:
+        p.error(f"--last {a.last}: give 1 or more evaluations")
     if a.out is None and not a.table:
         a.out = "curves.png"
     return a
@@ -308,7 +315,7 @@ def run(a: argparse.Namespace) -> None:
     if not curves:
         raise UsageError(f"nothing to plot: none of the {len(runs)} runs has an evaluation value yet")
     if a.table:
-        print(table(curves, a.digits))
+        print(table(curves, a.digits, a.last))
     if a.out:
         plot(curves, a.out)
         print(f"{PROG}: wrote {a.out} ({len({c.env for c in curves})} panels, {len(curves)} curves)", file=sys.stderr)
