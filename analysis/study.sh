@@ -6,7 +6,7 @@
 #   PART=core|rq1|rq4|bc  which grid (default: all four in that order)
 #   JOBS=N             runs at a time (default 1; 2 on an otherwise idle 2-core machine)
 #   ROOT=DIR           where the runs go (default runs/study)
-# Then: python tools/plot_runs.py $ROOT --table  (RESULTS.md, "The study", gives each figure's command)
+# Then: analysis/study_report.sh  (each question's table and figure, finished runs only; RESULTS.md, "The study")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-runs/study}

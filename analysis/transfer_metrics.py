@@ -15,12 +15,17 @@ Stage-1 evaluations are those that also logged eval/accelerator_return. Never im
 import argparse
 import glob
 import os
+import sys
 from collections import defaultdict
 from functools import cache
 
 import gymnasium as gym
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from tools import plot_runs  # noqa: E402  (the repository's tools; run as python analysis/transfer_metrics.py)
+from tools.plot_runs import is_complete  # noqa: E402
 
 
 @cache
@@ -69,6 +74,11 @@ def main() -> None:
         nargs="+",
         help="folders holding run directories {env_id}__{exp_name}__{seed}__{time}; the folder's name labels its runs",
     )
+    p.add_argument(
+        "--complete-only",
+        action="store_true",
+        help="only finished runs (tools/plot_runs.py's rule: final.pt, or a finished stage-1-only run)",
+    )
     p.add_argument("--plot", help="write a PNG of the evaluation curves (mean over seeds) here")
     p.add_argument(
         "--stage1-from",
@@ -81,6 +91,9 @@ def main() -> None:
     for root, run in runs:
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
         exp_name = f"{os.path.basename(os.path.normpath(root))}/{exp_name}"
+        if a.complete_only and not is_complete(plot_runs.load_run(run)):
+            print(f"skipped (not finished, --complete-only): {run}")
+            continue
         accel, transformer = load_run(run)
         if a.stage1_from:  # stage-1 evaluations from the run that wrote the checkpoint
             source = glob.glob(os.path.join(a.stage1_from, f"{env_id}__*__{seed}__*"))

@@ -110,7 +110,7 @@ def run_plot(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_table_equals_hand_computed_stats_and_png_is_written(runs_root, capsys, tmp_path):
-    png = tmp_path / "curves.png"
+    png = tmp_path / "figures" / "curves.png"  # a folder that does not exist yet
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--out", png)
     assert rc == 0, err
     rows = table_rows(out)
@@ -212,6 +212,16 @@ def test_last_k_averages_each_seeds_last_evaluations(runs_root, capsys):
     assert got[4] == pytest.approx(statistics.mean(mlp_value("EnvA-v0", s, 500) for s in (1, 2, 3)), abs=1e-5)
 
 
+def test_max_step_cuts_every_run(runs_root, capsys):
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--max-step", 250, "--envs", "EnvA*")
+    assert rc == 0, err
+    rows = table_rows(out)
+    assert rows[("EnvA-v0", "mlp", "return")][:3] == (3, 200, pytest.approx(statistics.mean(
+        mlp_value("EnvA-v0", s, 200) for s in (1, 2, 3))))  # fmt: skip
+    assert rows[("EnvA-v0", "accel", "transformer_return")][:2] == (3, 200)
+    assert "seeds end at" not in err  # seed 3's shorter run no longer cuts the others
+
+
 def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     """Seed 1 finished (final.pt), seed 2 is mid-run (resume.pt), seed 3 is a finished stage-1-only run
     (finetune_steps 0, accelerated.pt, no resume.pt), seed 4 has accelerated.pt but also resume.pt (interrupted)."""
@@ -234,7 +244,50 @@ def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     for seed, name in ((1, "final.pt"), (3, "accelerated.pt")):
         (tmp_path / f"EnvA-v0__accel__{seed}__{1700000000 + seed}" / name).unlink()
     rc, out, err = run_plot(capsys, tmp_path, "--table", "--complete-only")
-    assert rc == 2 and err.strip().splitlines()[-1] == "plot_runs: error: --complete-only: none of the 4 runs is finished (no final.pt)"
+    assert (
+        rc == 2
+        and err.strip().splitlines()[-1]
+        == "plot_runs: error: --complete-only: none of the 4 runs is finished (no final.pt)"
+    )
+
+
+def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
+    """analysis/study_report.sh on synthetic Hopper-v4 runs: each question's table holds its finished methods, the
+    stage-1 questions stop at step 50000, and an unfinished run (no final.pt) is left out."""
+    steps = range(10000, 100001, 10000)
+    for method, seeds, finished in (("accel", (1, 2), True), ("mlp", (1,), True), ("accel_ascent", (1,), False)):
+        for seed in seeds:
+            path = tmp_path / "study" / f"Hopper-v4__{method}__{seed}__{1700000000 + seed}"
+            curves = {"eval/return": [(t, t / 100 + seed) for t in steps]} if method == "mlp" else {
+                "eval/transformer_return": [(t, t / 100 + seed) for t in steps],
+                "eval/accelerator_return": [(t, t / 200) for t in steps if t <= 50000]}  # fmt: skip
+            write_events(str(path), curves, {"exp_name": method, "finetune_steps": 50000})
+            if finished:
+                (path / "final.pt").write_bytes(b"")
+    env = {**subprocess_env(), "ROOT": str(tmp_path / "study"), "OUT": str(tmp_path / "figures")}
+    result = subprocess.run(["bash", "analysis/study_report.sh"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sections = {}
+    for block in result.stdout.split("## ")[1:]:
+        title, _, body = block.partition("\n")
+        rows = "\n".join(line for line in body.splitlines() if line.startswith("|"))
+        sections.setdefault(title.split(":")[0], []).append(
+            table_rows(rows) if "| env | method | curve |" in rows else rows
+        )
+    rq1 = sections["RQ1"][0]
+    assert rq1[("Hopper-v4", "accel", "transformer_return")][:3] == (2, 50000, pytest.approx(400 + 1.5))
+    transfer = [line.split(" | ")[1:3] for line in sections["RQ1"][1].splitlines()[2:] if line.count("|") == 12]
+    assert transfer == [["study/accel", "1"], ["study/accel", "2"]]  # the per-run gap table: finished accel runs
+    assert set(sections["RQ2"][0]) == {
+        ("Hopper-v4", "accel", "transformer_return"),
+        ("Hopper-v4", "accel", "accelerator_return"),
+        ("Hopper-v4", "mlp", "return"),
+    }
+    assert sections["RQ2"][0][("Hopper-v4", "mlp", "return")][:3] == (1, 100000, pytest.approx(900 + 1))  # last 3
+    assert not any(key[1] == "accel_ascent" for key in sections["RQ3"][0])  # unfinished
+    for name in ("rq1", "rq2", "rq3", "rq4", "bc"):
+        assert (tmp_path / "figures" / f"study_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_runs_command_line_exit_code(tmp_path):

@@ -16,7 +16,8 @@ Method: by default the exp_name; --method-from lists the parts of the method's n
 
 Curves: by default each env's evaluation returns (eval/transformer_return, eval/accelerator_return, and the
 baselines' eval/return), or its success rates where the runs log them (ManiSkill: eval/transformer_success_once,
-eval/accelerator_success_once, eval/success_once); --metric or --tags choose others. Seeds of different lengths
+eval/accelerator_success_once, eval/success_once); --metric or --tags choose others, --max-step N
+cuts every run at step N (methods compared at equal steps, or stage 1 alone). Seeds of different lengths
 are aligned on the steps all of them have logged (--align common, the default: the curve ends where the shortest
 seed ends) or linearly interpolated onto the union of their steps within the range all of them cover (--align
 interp). The shaded band and the table's std are the population std over seeds (ddof=0).
@@ -104,7 +105,7 @@ def parse_hparams(markdown: str) -> dict:
     return table
 
 
-def load_run(path: str) -> Run:
+def load_run(path: str, max_step: int | None = None) -> Run:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     m = RUN_NAME.match(os.path.basename(os.path.normpath(path)))
@@ -114,7 +115,8 @@ def load_run(path: str) -> Run:
     tags = ea.Tags()
     for tag in tags["scalars"]:
         if tag.startswith("eval/"):
-            run.scalars[tag] = {e.step: e.value for e in ea.Scalars(tag)}  # a step logged twice: the last value
+            # a step logged twice: the last value
+            run.scalars[tag] = {e.step: e.value for e in ea.Scalars(tag) if max_step is None or e.step <= max_step}
     if "hyperparameters/text_summary" in tags["tensors"]:
         proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
         run.hparams = parse_hparams(b"".join(proto.string_val).decode())
@@ -246,6 +248,7 @@ def plot(curves: list[Curve], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -268,8 +271,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", help="only these methods (shell-style patterns)")
     p.add_argument("--align", default="common", choices=("common", "interp"), help="how seeds of unequal lengths meet")
     p.add_argument("--complete-only", action="store_true", help="only finished runs (final.pt); note the others")
-    p.add_argument("--last", type=int, default=1,
-                   help="the table's final value: each seed's mean over its last this many evaluations (default 1)")
+    p.add_argument("--max-step", type=int, help="only evaluations up to this environment step (e.g. stage 1's end)")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=1,
+        help="the table's final value: each seed's mean over its last this many evaluations (default 1)",
+    )
     p.add_argument("--digits", type=int, default=2, help="decimals in the table")
     a = p.parse_args(argv)
     a.method_from = [part.strip() for part in a.method_from.split(",") if part.strip()]
@@ -287,7 +295,7 @@ def run(a: argparse.Namespace) -> None:
     paths = find_runs(a.roots)
     if not paths:
         raise UsageError(f"no run directories ({{env_id}}__{{exp_name}}__{{seed}}__{{time}}) under {' '.join(a.roots)}")
-    runs = [load_run(p) for p in paths]
+    runs = [load_run(p, a.max_step) for p in paths]
     if a.complete_only:
         for r in runs:
             if not is_complete(r):
