@@ -18,7 +18,6 @@ plot --methods accel mlp lstm transformer --out "$OUT/study_rq2.png"
 echo; echo "## RQ3: with and without critic ascent"
 plot --methods accel accel_ascent --out "$OUT/study_rq3.png"
 echo; echo "## RQ4: small buffers, accelerated (stage 2 from accel's stage 1) against from scratch"
-plot --methods accel 'accel_buf*' 'transformer_buf*' \
-    --out "$OUT/study_rq4.png"
+plot --methods accel 'accel_buf*' 'transformer_buf*' --out "$OUT/study_rq4.png"
 echo; echo "## BC target and source: stage 1 (50k steps) against accel's own"
 plot --max-step 50000 --methods accel bc_behavior bc_eval --out "$OUT/study_bc.png"

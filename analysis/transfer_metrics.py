@@ -21,7 +21,6 @@ from functools import cache
 
 import gymnasium as gym
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tools import plot_runs  # noqa: E402  (the repository's tools; run as python analysis/transfer_metrics.py)
@@ -60,11 +59,9 @@ def transfer_figures(accel: dict, transformer: dict, random: float, last: int = 
     return out
 
 
-def load_run(run_dir: str) -> tuple[dict, dict]:
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    get = lambda tag: {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
-    return get("eval/accelerator_return"), get("eval/transformer_return")
+def eval_curves(run: plot_runs.Run) -> tuple[dict, dict]:
+    """The accelerator's and the transformer's evaluations, {step: return}, of a run read by tools/plot_runs.py."""
+    return run.scalars.get("eval/accelerator_return", {}), run.scalars.get("eval/transformer_return", {})
 
 
 def main() -> None:
@@ -91,16 +88,17 @@ def main() -> None:
     for root, run in runs:
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
         exp_name = f"{os.path.basename(os.path.normpath(root))}/{exp_name}"
-        if a.complete_only and not is_complete(plot_runs.load_run(run)):
+        loaded = plot_runs.load_run(run)  # one read of its event files, for the rule and the curves
+        if a.complete_only and not is_complete(loaded):
             print(f"skipped (not finished, --complete-only): {run}")
             continue
-        accel, transformer = load_run(run)
+        accel, transformer = eval_curves(loaded)
         if a.stage1_from:  # stage-1 evaluations from the run that wrote the checkpoint
             source = glob.glob(os.path.join(a.stage1_from, f"{env_id}__*__{seed}__*"))
             if len(source) != 1:
                 print(f"skipped (no single stage-1 run for {env_id} seed {seed} in {a.stage1_from}): {run}")
                 continue
-            accel, stage1 = load_run(source[0])
+            accel, stage1 = eval_curves(plot_runs.load_run(source[0]))
             transformer = {**{s: v for s, v in stage1.items() if s <= max(accel)}, **transformer}
         if len(accel) < 3:
             print(f"skipped (fewer than 3 stage-1 evaluations): {run}")

@@ -45,6 +45,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+if __package__:  # imported as tools.plot_runs
+    from .grid import is_complete as grid_is_complete
+else:  # run as python tools/plot_runs.py: its folder is on sys.path
+    from grid import is_complete as grid_is_complete
+
 RUN_NAME = re.compile(r"^(?P<env>.+?)__(?P<exp>.+)__(?P<seed>-?\d+)__(?P<time>\d+)_*$")
 METRICS = ("return", "success_once", "success_at_end")
 PROG = "plot_runs"
@@ -125,9 +130,8 @@ def load_run(path: str, max_step: int | None = None) -> Run:
 
 def is_complete(run: Run) -> bool:
     """tools/grid.py's rule, with stage 2's presence read from the logged hyperparameters."""
-    has = lambda name: os.path.isfile(os.path.join(run.path, name))  # noqa: E731
     stage1_only = run.hparams.get("finetune_steps", "").replace("_", "").strip() == "0"
-    return has("final.pt") or (stage1_only and has("accelerated.pt") and not has("resume.pt"))
+    return grid_is_complete(run.path, stage2=not stage1_only)
 
 
 def method_name(run: Run, parts: list[str]) -> str:
@@ -297,10 +301,11 @@ def run(a: argparse.Namespace) -> None:
         raise UsageError(f"no run directories ({{env_id}}__{{exp_name}}__{{seed}}__{{time}}) under {' '.join(a.roots)}")
     runs = [load_run(p, a.max_step) for p in paths]
     if a.complete_only:
+        finished = [r for r in runs if is_complete(r)]
         for r in runs:
-            if not is_complete(r):
+            if r not in finished:
                 note(f"{r.path} is not finished (no final.pt); left out (--complete-only)")
-        runs = [r for r in runs if is_complete(r)]
+        runs = finished
         if not runs:
             raise UsageError(f"--complete-only: none of the {len(paths)} runs is finished (no final.pt)")
     if a.envs:
