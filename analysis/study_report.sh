@@ -19,5 +19,7 @@ echo; echo "## RQ3: with and without critic ascent"
 plot --methods accel accel_ascent --out "$OUT/study_rq3.png"
 echo; echo "## RQ4: small buffers, accelerated (stage 2 from accel's stage 1) against from scratch"
 plot --methods accel 'accel_buf*' 'transformer_buf*' --out "$OUT/study_rq4.png"
+echo; echo "## RQ4: stage 2 alone (the evaluations after step 50000), the same stage 1 with three buffer sizes"
+plot --min-step 50001 --methods accel 'accel_buf*'
 echo; echo "## BC target and source: stage 1 (50k steps) against accel's own"
 plot --max-step 50000 --methods accel bc_behavior bc_eval --out "$OUT/study_bc.png"

@@ -89,7 +89,7 @@ def runs_root(tmp_path_factory):
 
 
 def table_rows(text: str) -> dict:
-    """{(env, method, curve): (seeds, step, final mean, final std, best mean, best std)}"""
+    """{(env, method, curve): (seeds, step, final mean, final std, best mean, best std, all mean, all std)}"""
     rows = {}
     for line in text.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -98,9 +98,10 @@ def table_rows(text: str) -> dict:
 
 
 def expected(series: list[list[float]]) -> tuple:
-    """Seeds x steps values -> (seeds, final mean, final std, best mean, best std), std over seeds with ddof=0."""
-    finals, bests = [s[-1] for s in series], [max(s) for s in series]
-    return len(series), *(f(v) for v in (finals, bests) for f in (statistics.mean, statistics.pstdev))
+    """Seeds x steps values -> (seeds, final mean, final std, best mean, best std, all mean, all std), std over seeds
+    with ddof=0."""
+    finals, bests, alls = [s[-1] for s in series], [max(s) for s in series], [statistics.mean(s) for s in series]
+    return len(series), *(f(v) for v in (finals, bests, alls) for f in (statistics.mean, statistics.pstdev))
 
 
 def run_plot(capsys, *argv) -> tuple[int, str, str]:
@@ -131,10 +132,10 @@ def test_table_equals_hand_computed_stats_and_png_is_written(runs_root, capsys, 
         ("PushCube-v1", "accel", "transformer_success_once"): (200, [[0.25, 0.5]]),
     }  # fmt: skip
     for key, (step, series) in want.items():
-        seeds, final_mean, final_std, best_mean, best_std = expected(series)
+        seeds, *stats = expected(series)
         got = rows.pop(key)
         assert got[:2] == (seeds, step), key
-        assert got[2:] == pytest.approx((final_mean, final_std, best_mean, best_std), abs=1e-5), key
+        assert got[2:] == pytest.approx(stats, abs=1e-5), key
     assert rows.keys() == {("EnvB-v0", "accel", "accelerator_return")}  # the one left, nothing else
     assert ("PushCube-v1", "accel", "transformer_return") not in rows
     # the peak at step 200 is each transformer seed's best, not its final value
@@ -175,10 +176,10 @@ def test_interpolation_aligns_seeds_evaluated_at_different_steps(tmp_path, capsy
     assert rc == 0
     # union of the steps within [50, 200]: 50, 100, 150, 200; seed 2 at 100 and 200 is interpolated
     seed1, seed2 = [5.0, 10.0, 15.0, 20.0], [5.0, 20.0, 35.0, 40.0]
-    seeds, final_mean, final_std, best_mean, best_std = expected([seed1, seed2])
+    seeds, *stats = expected([seed1, seed2])
     got = table_rows(out)[("EnvC-v0", "x", "return")]
     assert got[:2] == (seeds, 200)
-    assert got[2:] == pytest.approx((final_mean, final_std, best_mean, best_std))
+    assert got[2:] == pytest.approx(stats)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +193,7 @@ def test_interpolation_aligns_seeds_evaluated_at_different_steps(tmp_path, capsy
         (["study", "--methods", "nope"], "--methods nope matches no method"),
         (["study", "--align", "sideways"], "invalid choice"),
         (["study", "--last", "0"], "--last 0: give 1 or more evaluations"),
+        (["study", "--min-step", "300", "--max-step", "200"], "--min-step 300 is above --max-step 200"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, message):
@@ -222,6 +224,16 @@ def test_max_step_cuts_every_run(runs_root, capsys):
     assert "seeds end at" not in err  # seed 3's shorter run no longer cuts the others
 
 
+def test_min_step_drops_earlier_evaluations_from_every_column(runs_root, capsys):
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--min-step", 300, "--methods", "mlp",
+                            "--envs", "EnvA*")  # fmt: skip
+    assert rc == 0, err
+    seeds, *stats = expected([[mlp_value("EnvA-v0", s, t) for t in STEPS[2:]] for s in (1, 2, 3)])
+    got = table_rows(out)[("EnvA-v0", "mlp", "return")]
+    assert got[:2] == (seeds, 500)
+    assert got[2:] == pytest.approx(stats, abs=1e-5)  # "all evals" is over steps 300-500 only
+
+
 def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     """Seed 1 finished (final.pt), seed 2 is mid-run (resume.pt), seed 3 is a finished stage-1-only run
     (finetune_steps 0, accelerated.pt, no resume.pt), seed 4 has accelerated.pt but also resume.pt (interrupted)."""
@@ -237,7 +249,7 @@ def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     assert rc == 0 and table_rows(out)[("EnvA-v0", "accel", "transformer_return")][0] == 4
     rc, out, err = run_plot(capsys, tmp_path, "--table", "--complete-only")
     assert rc == 0
-    seeds, step, final_mean, final_std, _, _ = table_rows(out)[("EnvA-v0", "accel", "transformer_return")]
+    seeds, step, final_mean, final_std, *_ = table_rows(out)[("EnvA-v0", "accel", "transformer_return")]
     assert (seeds, step, final_mean, final_std) == (2, 200, 220.0, 10.0)  # seeds 1 and 3: 210 and 230
     left_out = [line for line in err.splitlines() if "left out (--complete-only)" in line]
     assert sorted(line.split("__")[2] for line in left_out) == ["2", "4"]

@@ -17,14 +17,16 @@ Method: by default the exp_name; --method-from lists the parts of the method's n
 Curves: by default each env's evaluation returns (eval/transformer_return, eval/accelerator_return, and the
 baselines' eval/return), or its success rates where the runs log them (ManiSkill: eval/transformer_success_once,
 eval/accelerator_success_once, eval/success_once); --metric or --tags choose others, --max-step N
-cuts every run at step N (methods compared at equal steps, or stage 1 alone). Seeds of different lengths
+cuts every run at step N (methods compared at equal steps, or stage 1 alone), --min-step N drops the evaluations
+before step N (stage 2 alone). Seeds of different lengths
 are aligned on the steps all of them have logged (--align common, the default: the curve ends where the shortest
 seed ends) or linearly interpolated onto the union of their steps within the range all of them cover (--align
 interp). The shaded band and the table's std are the population std over seeds (ddof=0).
 
 The table (--table) gives, per env, method and curve, the number of seeds, the last aligned step, and the mean and
 std over seeds of each seed's value there (final; --last K: the mean of each seed's last K aligned evaluations) and of
-each seed's best value on the aligned steps (best).
+each seed's best value on the aligned steps (best) and of each seed's mean over all its aligned evaluations (all
+evals: the area under its curve over the number of evaluations, a measure of how fast a method learns).
 
 --complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
 no resume.pt: tools/grid.py's rule) and notes the others: for a figure of a study whose grid is still running.
@@ -110,7 +112,7 @@ def parse_hparams(markdown: str) -> dict:
     return table
 
 
-def load_run(path: str, max_step: int | None = None) -> Run:
+def load_run(path: str, max_step: int | None = None, min_step: int | None = None) -> Run:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     m = RUN_NAME.match(os.path.basename(os.path.normpath(path)))
@@ -121,7 +123,11 @@ def load_run(path: str, max_step: int | None = None) -> Run:
     for tag in tags["scalars"]:
         if tag.startswith("eval/"):
             # a step logged twice: the last value
-            run.scalars[tag] = {e.step: e.value for e in ea.Scalars(tag) if max_step is None or e.step <= max_step}
+            run.scalars[tag] = {
+                e.step: e.value
+                for e in ea.Scalars(tag)
+                if (max_step is None or e.step <= max_step) and (min_step is None or e.step >= min_step)
+            }
     if "hyperparameters/text_summary" in tags["tensors"]:
         proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
         run.hparams = parse_hparams(b"".join(proto.string_val).decode())
@@ -211,12 +217,13 @@ def build_curves(runs: list[Run], a: argparse.Namespace) -> list[Curve]:
 
 def table(curves: list[Curve], digits: int, last: int = 1) -> str:
     final_name = "final" if last == 1 else f"last {last} evals"
-    lines = [f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std "
+             "| all evals mean | all evals std |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in curves:
         # --last K: each seed's mean over its last K aligned evaluations (one 5-episode evaluation is noisy)
-        final, best = c.values[:, -last:].mean(axis=1), c.values.max(axis=1)
-        nums = " | ".join(f"{x:.{digits}f}" for x in (final.mean(), final.std(), best.mean(), best.std()))
+        # all evals: each seed's mean over the whole curve (area under it), less noisy than final and best
+        per_seed = (c.values[:, -last:].mean(axis=1), c.values.max(axis=1), c.values.mean(axis=1))
+        nums = " | ".join(f"{x:.{digits}f}" for v in per_seed for x in (v.mean(), v.std()))
         lines.append(f"| {c.env} | {c.method} | {short(c.tag)} | {len(c.runs)} | {c.steps[-1]} | {nums} |")
     return "\n".join(lines)
 
@@ -276,6 +283,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--align", default="common", choices=("common", "interp"), help="how seeds of unequal lengths meet")
     p.add_argument("--complete-only", action="store_true", help="only finished runs (final.pt); note the others")
     p.add_argument("--max-step", type=int, help="only evaluations up to this environment step (e.g. stage 1's end)")
+    p.add_argument("--min-step", type=int, help="only evaluations from this environment step on (e.g. stage 2 alone)")
     p.add_argument(
         "--last",
         type=int,
@@ -289,6 +297,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--method-from: give at least one of exp_name, root, or a hyperparameter name")
     if a.last < 1:
         p.error(f"--last {a.last}: give 1 or more evaluations")
+    if a.min_step is not None and a.max_step is not None and a.min_step > a.max_step:
+        p.error(f"--min-step {a.min_step} is above --max-step {a.max_step}: no evaluation is left")
     if a.out is None and not a.table:
         a.out = "curves.png"
     return a
@@ -299,7 +309,7 @@ def run(a: argparse.Namespace) -> None:
     paths = find_runs(a.roots)
     if not paths:
         raise UsageError(f"no run directories ({{env_id}}__{{exp_name}}__{{seed}}__{{time}}) under {' '.join(a.roots)}")
-    runs = [load_run(p, a.max_step) for p in paths]
+    runs = [load_run(p, a.max_step, a.min_step) for p in paths]
     if a.complete_only:
         finished = [r for r in runs if is_complete(r)]
         for r in runs:
