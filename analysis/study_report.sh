@@ -1,13 +1,14 @@
 #!/bin/bash
 # The study's figures and tables (RESULTS.md, "The study"): one tools/plot_runs.py call per question, finished runs
 # only (--complete-only, so it can run while the grid goes on), "final" = each seed's mean over its last 3
-# evaluations (--last 3). A question none of whose runs has finished says so and the script goes on.
+# evaluations (--last 3), also listed per seed (--per-seed). A question none of whose runs has finished says so and
+# the script goes on.
 #   ROOT=DIR  the study's runs (default runs/study)     OUT=DIR  where the PNGs go (default results)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-runs/study}
 OUT=${OUT:-results}
-plot() { python tools/plot_runs.py "$ROOT" --complete-only --table --last 3 "$@" 2>&1 | grep -v "left out (--complete-only)"; }
+plot() { python tools/plot_runs.py "$ROOT" --complete-only --table --last 3 --per-seed "$@" 2>&1 | grep -v "left out (--complete-only)"; }
 
 echo "## RQ1: the transformer against its accelerator over stage 1 (50k steps)"
 plot --max-step 50000 --methods accel accel_lstm_velocity --out "$OUT/study_rq1.png"

@@ -93,7 +93,7 @@ def table_rows(text: str) -> dict:
     rows = {}
     for line in text.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[tuple(cells[:3])] = (int(cells[3]), int(cells[4]), *map(float, cells[5:]))
+        rows[tuple(cells[:3])] = (int(cells[3]), int(cells[4]), *map(float, cells[5:11]), *cells[11:])
     return rows
 
 
@@ -212,6 +212,16 @@ def test_last_k_averages_each_seeds_last_evaluations(runs_root, capsys):
     got = table_rows(out)[("EnvA-v0", "mlp", "return")]
     assert got[2:4] == pytest.approx((statistics.mean(per_seed), statistics.pstdev(per_seed)), abs=1e-5)
     assert got[4] == pytest.approx(statistics.mean(mlp_value("EnvA-v0", s, 500) for s in (1, 2, 3)), abs=1e-5)
+
+
+def test_per_seed_column_lists_each_seeds_final_value(runs_root, capsys):
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
+                            "--methods", "mlp")  # fmt: skip
+    assert rc == 0, err
+    assert out.splitlines()[0].endswith("| all evals std | last 2 evals per seed |")
+    # EnvB mlp: seed 2 has no eval/return, so seeds 1 and 3, in seed order
+    want = ", ".join(f"{s}: {statistics.mean(mlp_value('EnvB-v0', s, t) for t in STEPS[-2:]):.3f}" for s in (1, 3))
+    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want
 
 
 def test_max_step_cuts_every_run(runs_root, capsys):

@@ -26,7 +26,8 @@ interp). The shaded band and the table's std are the population std over seeds (
 The table (--table) gives, per env, method and curve, the number of seeds, the last aligned step, and the mean and
 std over seeds of each seed's value there (final; --last K: the mean of each seed's last K aligned evaluations) and of
 each seed's best value on the aligned steps (best) and of each seed's mean over all its aligned evaluations (all
-evals: the area under its curve over the number of evaluations, a measure of how fast a method learns).
+evals: the area under its curve over the number of evaluations, a measure of how fast a method learns); --per-seed
+adds each seed's final value.
 
 --complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
 no resume.pt: tools/grid.py's rule) and notes the others: for a figure of a study whose grid is still running.
@@ -215,15 +216,20 @@ def build_curves(runs: list[Run], a: argparse.Namespace) -> list[Curve]:
     return curves
 
 
-def table(curves: list[Curve], digits: int, last: int = 1) -> str:
+def table(curves: list[Curve], digits: int, last: int = 1, seeds: bool = False) -> str:
     final_name = "final" if last == 1 else f"last {last} evals"
-    lines = [f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std "
-             "| all evals mean | all evals std |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = (f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std "
+            "| all evals mean | all evals std |")  # fmt: skip
+    head += f" {final_name} per seed |" if seeds else ""
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for c in curves:
         # --last K: each seed's mean over its last K aligned evaluations (one 5-episode evaluation is noisy)
         # all evals: each seed's mean over the whole curve (area under it), less noisy than final and best
         per_seed = (c.values[:, -last:].mean(axis=1), c.values.max(axis=1), c.values.mean(axis=1))
         nums = " | ".join(f"{x:.{digits}f}" for v in per_seed for x in (v.mean(), v.std()))
+        if seeds:  # --per-seed: "seed: final", in seed order
+            finals = sorted(zip((r.seed for r in c.runs), per_seed[0], strict=True))
+            nums += " | " + ", ".join(f"{seed}: {x:.{digits}f}" for seed, x in finals)
         lines.append(f"| {c.env} | {c.method} | {short(c.tag)} | {len(c.runs)} | {c.steps[-1]} | {nums} |")
     return "\n".join(lines)
 
@@ -291,6 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the table's final value: each seed's mean over its last this many evaluations (default 1)",
     )
     p.add_argument("--digits", type=int, default=2, help="decimals in the table")
+    p.add_argument("--per-seed", action="store_true", help="the table gains a column of each seed's final value")
     a = p.parse_args(argv)
     a.method_from = [part.strip() for part in a.method_from.split(",") if part.strip()]
     if not a.method_from:
@@ -338,7 +345,7 @@ def run(a: argparse.Namespace) -> None:
     if not curves:
         raise UsageError(f"nothing to plot: none of the {len(runs)} runs has an evaluation value yet")
     if a.table:
-        print(table(curves, a.digits, a.last))
+        print(table(curves, a.digits, a.last, a.per_seed))
     if a.out:
         plot(curves, a.out)
         print(f"{PROG}: wrote {a.out} ({len({c.env for c in curves})} panels, {len(curves)} curves)", file=sys.stderr)
