@@ -193,6 +193,7 @@ def test_interpolation_aligns_seeds_evaluated_at_different_steps(tmp_path, capsy
         (["study", "--methods", "nope"], "--methods nope matches no method"),
         (["study", "--align", "sideways"], "invalid choice"),
         (["study", "--last", "0"], "--last 0: give 1 or more evaluations"),
+        (["study", "--seeds", "7"], "--seeds 7 matches none of the runs' seeds"),
         (["study", "--min-step", "300", "--max-step", "200"], "--min-step 300 is above --max-step 200"),
     ],
 )
@@ -214,7 +215,7 @@ def test_last_k_averages_each_seeds_last_evaluations(runs_root, capsys):
     assert got[4] == pytest.approx(statistics.mean(mlp_value("EnvA-v0", s, 500) for s in (1, 2, 3)), abs=1e-5)
 
 
-def test_per_seed_column_lists_each_seeds_final_value(runs_root, capsys):
+def test_per_seed_column_and_seeds_filter(runs_root, capsys):
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
                             "--methods", "mlp")  # fmt: skip
     assert rc == 0, err
@@ -222,6 +223,10 @@ def test_per_seed_column_lists_each_seeds_final_value(runs_root, capsys):
     # EnvB mlp: seed 2 has no eval/return, so seeds 1 and 3, in seed order
     want = ", ".join(f"{s}: {statistics.mean(mlp_value('EnvB-v0', s, t) for t in STEPS[-2:]):.3f}" for s in (1, 3))
     assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
+                            "--methods", "mlp", "--seeds", 3, 2)  # fmt: skip
+    assert rc == 0 and table_rows(out)[("EnvB-v0", "mlp", "return")][0] == 1  # seed 2 has no eval/return
+    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want.split(", ")[1]
 
 
 def test_max_step_cuts_every_run(runs_root, capsys):

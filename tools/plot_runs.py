@@ -286,6 +286,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--method-from", default="exp_name", help="comma-separated: exp_name, root, hyperparameter names")
     p.add_argument("--envs", nargs="+", help="only these env ids (shell-style patterns)")
     p.add_argument("--methods", nargs="+", help="only these methods (shell-style patterns)")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (e.g. the seeds every method has)")
     p.add_argument("--align", default="common", choices=("common", "interp"), help="how seeds of unequal lengths meet")
     p.add_argument("--complete-only", action="store_true", help="only finished runs (final.pt); note the others")
     p.add_argument("--max-step", type=int, help="only evaluations up to this environment step (e.g. stage 1's end)")
@@ -337,6 +338,10 @@ def run(a: argparse.Namespace) -> None:
         runs = [r for r in runs if any(fnmatch.fnmatchcase(method_name(r, a.method_from), p) for p in a.methods)]
         if not runs:
             raise UsageError(f"--methods {' '.join(a.methods)} matches no method")
+    if a.seeds:
+        runs = [r for r in runs if r.seed in a.seeds]
+        if not runs:
+            raise UsageError(f"--seeds {' '.join(map(str, a.seeds))} matches none of the runs' seeds")
     for tag in a.tags or []:
         if not any(tag in r.scalars for r in runs):
             have = sorted({t for r in runs for t in r.scalars})
