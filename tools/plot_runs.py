@@ -216,19 +216,19 @@ def build_curves(runs: list[Run], a: argparse.Namespace) -> list[Curve]:
     return curves
 
 
-def table(curves: list[Curve], digits: int, last: int = 1, seeds: bool = False) -> str:
+def table(curves: list[Curve], digits: int, last: int = 1, per_seed: bool = False) -> str:
     final_name = "final" if last == 1 else f"last {last} evals"
     head = (f"| env | method | curve | seeds | step | {final_name} mean | {final_name} std | best mean | best std "
             "| all evals mean | all evals std |")  # fmt: skip
-    head += f" {final_name} per seed |" if seeds else ""
+    head += f" {final_name} per seed |" if per_seed else ""
     lines = [head, "|---" * head.count(" | ") + "|---|"]
     for c in curves:
         # --last K: each seed's mean over its last K aligned evaluations (one 5-episode evaluation is noisy)
         # all evals: each seed's mean over the whole curve (area under it), less noisy than final and best
-        per_seed = (c.values[:, -last:].mean(axis=1), c.values.max(axis=1), c.values.mean(axis=1))
-        nums = " | ".join(f"{x:.{digits}f}" for v in per_seed for x in (v.mean(), v.std()))
-        if seeds:  # --per-seed: "seed: final", in seed order
-            finals = sorted(zip((r.seed for r in c.runs), per_seed[0], strict=True))
+        final, best, whole = c.values[:, -last:].mean(axis=1), c.values.max(axis=1), c.values.mean(axis=1)
+        nums = " | ".join(f"{x:.{digits}f}" for v in (final, best, whole) for x in (v.mean(), v.std()))
+        if per_seed:  # --per-seed: "seed: final", in seed order
+            finals = sorted(zip((r.seed for r in c.runs), final, strict=True))
             nums += " | " + ", ".join(f"{seed}: {x:.{digits}f}" for seed, x in finals)
         lines.append(f"| {c.env} | {c.method} | {short(c.tag)} | {len(c.runs)} | {c.steps[-1]} | {nums} |")
     return "\n".join(lines)
