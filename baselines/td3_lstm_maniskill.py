@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import gymnasium as gym
@@ -50,6 +50,13 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
 
 
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -60,8 +67,9 @@ class Args:
     """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic)"""
     cuda: bool = True
     """if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)"""
-    num_threads: int = 2
-    """CPU threads for torch when no GPU is used; use 1 per run when running several runs at once"""
+    num_threads: int = field(default_factory=default_threads)
+    """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
+    stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "transformer-acceleration"
@@ -941,7 +949,10 @@ def cli() -> int:
     args = tyro.cli(Args)
     try:
         if args.resume:  # the run's own flags, with those given on this command line over them
-            args = tyro.cli(Args, default=Args(**{**load_resume_state(args.resume)["args"], "resume": args.resume}))
+            # threads come from this command line or environment, not from the interrupted run's
+            saved = load_resume_state(args.resume)["args"]
+            saved = {k: v for k, v in saved.items() if k not in ("num_threads", "resume")}
+            args = tyro.cli(Args, default=Args(**saved, resume=args.resume))
         main(args)
     except UsageError as e:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)

@@ -56,7 +56,7 @@ def test_defaults_follow_table1_and_main_script(name):
     args, main_args = m.Args(), accel.Args()
     expected = dict(gamma=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, exploration_noise=0.1, batch_size=256,
                     learning_rate=3e-4, buffer_size=500_000, learning_starts=25_000, policy_frequency=2,
-                    total_timesteps=1_000_000, num_threads=2, eval_frequency=10_000, eval_episodes=5,
+                    total_timesteps=1_000_000, eval_frequency=10_000, eval_episodes=5,
                     pomdp="none")  # fmt: skip
     assert {k: getattr(args, k) for k in expected} == expected
     # every flag the main script also has means the same and defaults the same (its --buffer-size is stage 2's)
