@@ -134,19 +134,24 @@ class Args:
     bc_clear: bool = False
     """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
     bc_target: Literal["behavior", "actor"] = "actor"
-    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
-    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
+    """BC target: the accelerator's current noise-free LSTM actor on T's stored (possibly noisy) history, relabelled
+    at training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
+    label kept even when --bc-state-noise perturbs the stored window; in a --bc-dagger episode, where the transformer
+    acted, the accelerator's noise-free action on the true history"""
     bc_source: Literal["train", "eval"] = "train"
-    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
+    no --bc-dagger episodes, the accelerator drives every training episode)"""
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
-    transformer also learns the accelerator's action a little off its states, where its own small errors take it
-    (without it, Pendulum's transformer drifted off T's states; RESULTS.md). 0: the states as visited"""
+    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero; the LSTM reads its tail): with
+    --bc-target actor the label is the accelerator's action on that noisy history, so the transformer also learns it
+    a little off the visited states, where its own small errors take it (without it, Pendulum's transformer drifted
+    off T's states; RESULTS.md). 0: the states as visited"""
     bc_dagger: float = 0.25
-    """the fraction of stage-1 training episodes (after --learning-starts) in which the transformer acts, with
-    exploration noise, instead of the accelerator (DAgger): T then holds the states its own errors lead to, labelled
-    by the accelerator's actor; the accelerator learns from these transitions too, off-policy (without it, Pendulum's
-    transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the accelerator always acts"""
+    """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
+    transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
+    errors lead to, labelled by the accelerator; the accelerator learns from these transitions too, off-policy
+    (without it, Pendulum's transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the
+    accelerator always acts"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
     prefill: bool = True
@@ -159,8 +164,8 @@ class Args:
 
     # LSTM accelerator (actor and twin critics)
     history_len: int = 3
-    """observations of the current episode each LSTM reads (default: the transformer's --context-len); the two are
-    independent, each network gets its own window of the same stored episode"""
+    """observations of the current episode each LSTM reads; 3 whatever --context-len is (the two are independent,
+    equal only by default: each network gets its own window of the same stored episode)"""
     lstm_hidden_size: int = 128
     """hidden (and cell) state size of every LSTM (the paper gives none; as in baselines/td3_lstm_mujoco.py)"""
 
@@ -796,25 +801,26 @@ def act(stage: int, global_step: int, window: EpisodeWindow, actor, transformer,
 
 
 def draw_dagger(stage: int, global_step: int, args: Args) -> bool:
-    """Whether the transformer drives the episode starting now (--bc-dagger; no random draw when it is 0)."""
-    return (
-        stage == 1 and args.bc_dagger > 0 and global_step >= args.learning_starts and np.random.rand() < args.bc_dagger
-    )
+    """Whether the transformer drives the episode starting now (--bc-dagger, whose episodes feed T: so only with
+    --bc-source train; no random draw when it is off)."""
+    on = stage == 1 and args.bc_dagger > 0 and args.bc_source == "train" and global_step >= args.learning_starts
+    return on and np.random.rand() < args.bc_dagger
 
 
 def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device,
                dagger: bool = False) -> None:  # fmt: skip
-    """Algorithm 1 line 7: store (window of s, a) in T. With --bc-state-noise (section 3.1), store the noisy window
-    (padding stays zero) and the accelerator's action on its noisy history. In a --bc-dagger episode the executed
-    action is the transformer's, so the label is the LSTM actor on the history of s."""
+    """Algorithm 1 line 7: store (window of s, a) in T; with --bc-state-noise (section 3.1) the window of s + noise
+    (padding stays zero), which the LSTM's history is the tail of. The label is read only with --bc-target behavior
+    (`actor` relabels every sample when it trains, so the executed action is kept as a placeholder, without a forward
+    pass): the executed action, or in a --bc-dagger episode, where the transformer acted, the LSTM actor's noise-free
+    action on the true history of s."""
+    obs = window.obs
     if args.bc_state_noise > 0:
-        noisy = copy.copy(window)
-        noisy.obs = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
-        noisy.obs = noisy.obs.astype(np.float32)
-        trajectory.add(noisy.obs, noisy.valid, lstm_act(actor, noisy.last(args.history_len), device))
-    else:
-        label = lstm_act(actor, window.last(args.history_len), device) if dagger else action
-        trajectory.add(window.obs, window.valid, label)
+        noise = np.random.normal(0, args.bc_state_noise, obs.shape) * window.valid[:, None]
+        obs = (obs + noise).astype(np.float32)
+    if dagger and args.bc_target == "behavior":
+        action = lstm_act(actor, window.last(args.history_len), device)
+    trajectory.add(obs, window.valid, action)
 
 
 def evaluate(env, act, episodes: int, seed: int, length: int, step: int,
@@ -1147,7 +1153,7 @@ def main(args: Args, on_step=None) -> None:
             action = act(stage, global_step, window, actor, transformer, env.action_space, args, device, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
                 store_in_T(trajectory, window, action, actor, args, device, dagger)
-            check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+            check_action(action, "accelerator" if stage == 1 and not dagger else "transformer", global_step)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, next_obs, action, reward, terminated, episode_step)
             global_step += 1

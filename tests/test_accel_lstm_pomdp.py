@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,8 +44,7 @@ def sha256(path) -> str:
 
 def test_defaults_and_shared_code():
     args, mujoco_args = m.Args(), accel_mujoco.Args()
-    assert (args.pomdp, args.history_len, args.lstm_hidden_size) == ("velocity", args.context_len, 128)
-    assert (args.context_len, args.lstm_hidden_size) == (3, baseline.Args().lstm_hidden_size)
+    assert (args.pomdp, args.lstm_hidden_size) == ("velocity", baseline.Args().lstm_hidden_size)
     # every flag of td3_accel_mujoco.py is here, with the same default (stage-1 schedule and handover included),
     # except --compile: the hand-written LSTM's autograd Function is not compiled (BENCHMARKS.md, issue 10)
     fields = {f.name for f in dataclasses.fields(mujoco_args)} - {"compile"}
@@ -201,21 +201,102 @@ def test_each_network_reads_its_own_tail_of_the_same_stored_window(history_len, 
     np.testing.assert_array_equal(transformer.calls[-1][0][0].numpy(), window.obs[-context_len:])
 
 
-def test_bc_state_noise_labels_the_noisy_window_with_the_lstm_on_its_history():
-    args, transformer, target, opt, qf1, actor = setup(2, 4, bc_state_noise=0.5)
-    T, window = m.TrajectoryBuffer(8, 4, 3, 2), m.EpisodeWindow(4, 3)
+class CountingActor(nn.Module):
+    """The LSTM accelerator's actor, counting its forward passes (and, with `fail`, refusing any)."""
+
+    def __init__(self, actor, fail: bool = False):
+        super().__init__()
+        self.actor, self.fail, self.calls = actor, fail, 0
+
+    def forward(self, window, valid):
+        self.calls += 1
+        if self.fail:
+            raise AssertionError("store_in_T ran the actor for a label train_transformer throws away")
+        return self.actor(window, valid)
+
+
+def store_setup(**kw):
+    """A window of 4 three steps into an episode (one padding position), the LSTM reading the last 2 (history), T, and
+    the accelerator's actor."""
+    args, transformer, target, opt, qf1, actor = setup(2, 4, **kw)
+    window = m.EpisodeWindow(4, 3)
     window.reset(np.ones(3))
     window.push(2 * np.ones(3))
     window.push(3 * np.ones(3))
+    return args, window, m.TrajectoryBuffer(8, 4, 3, 2), actor
+
+
+EXECUTED = np.array([0.9, -0.9], dtype=np.float32)  # the executed action, exploration noise included
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.1])
+def test_store_in_T_behavior_keeps_the_executed_action_with_or_without_state_noise(state_noise):
+    """--bc-target behavior is Algorithm 1 line 7: T's label is the executed action, whatever noise the stored window
+    (and so the LSTM's history, its tail) carries: state noise is input augmentation only."""
+    args, window, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
     clean = window.obs.copy()
-    m.store_in_T(T, window, np.zeros(2), actor, args, "cpu")
+    m.store_in_T(T, window, EXECUTED, CountingActor(actor, fail=True), args, "cpu")
+    np.testing.assert_array_equal(T.actions[0], EXECUTED)
     np.testing.assert_array_equal(window.obs, clean)  # the acting window itself stays clean
-    stored, valid = T.windows[0], T.valids[0]
-    np.testing.assert_array_equal(valid, window.valid)
-    assert np.all(stored[~valid] == 0) and np.all((stored - clean)[valid] != 0)  # padding stays zero
-    with torch.no_grad():
-        label = actor(torch.as_tensor(stored[None, -2:]), torch.as_tensor(valid[None, -2:]))[0].numpy()
-    np.testing.assert_allclose(T.actions[0], label, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(T.valids[0], window.valid)
+    assert np.all(T.windows[0][~window.valid] == 0)  # padding stays zero
+    diff = np.abs(T.windows[0] - clean)[window.valid]
+    assert (diff.min() > 0) == (state_noise > 0) and (diff.max() > 0) == (state_noise > 0)
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.5])
+def test_store_in_T_behavior_in_a_dagger_episode_labels_with_the_lstm_on_the_true_history(state_noise):
+    """In a --bc-dagger episode the transformer acted: the label is the LSTM actor's noise-free action on the true
+    history of s (not on the stored noisy one), while the stored window keeps its noise."""
+    args, window, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
+    counting = CountingActor(actor)
+    m.store_in_T(T, window, EXECUTED, counting, args, "cpu", dagger=True)
+    assert counting.calls == 1
+    true_label = m.lstm_act(actor, window.last(2), "cpu")
+    np.testing.assert_allclose(T.actions[0], true_label, rtol=1e-6, atol=1e-7)
+    if state_noise:
+        stored = copy.copy(window)
+        stored.obs, stored.valid = T.windows[0], T.valids[0]
+        assert np.abs(T.windows[0] - window.obs)[window.valid].min() > 0
+        noisy_label = m.lstm_act(actor, stored.last(2), "cpu")
+        assert np.abs(noisy_label - true_label).max() > 1e-4  # the test tells the two histories apart
+
+
+@pytest.mark.parametrize("dagger", [False, True])
+def test_store_in_T_actor_target_runs_no_forward_pass(dagger):
+    """With --bc-target actor every label is recomputed when the transformer trains: storing one runs no actor (the
+    executed action is kept as a placeholder), in DAgger episodes too."""
+    args, window, T, actor = store_setup(bc_target="actor", bc_state_noise=0.1)
+    m.store_in_T(T, window, EXECUTED, CountingActor(actor, fail=True), args, "cpu", dagger=dagger)
+    assert len(T) == 1
+    np.testing.assert_array_equal(T.actions[0], EXECUTED)
+    assert np.abs(T.windows[0] - window.obs)[window.valid].min() > 0  # the state noise of section 3.1
+
+
+def test_bc_target_actor_labels_t_s_noisy_history_at_training_time():
+    """What replaces the stored placeholder: train_transformer's targets are the current LSTM actor on the stored
+    (noisy) history, so the transformer learns the accelerator's action a little off the visited states."""
+    args, transformer, target, opt, qf1, actor = setup(2, 4, bc_target="actor", bc_state_noise=0.5, bc_updates=1)
+    T, window = m.TrajectoryBuffer(8, 4, 3, 2), m.EpisodeWindow(4, 3)
+    window.reset(np.ones(3))
+    window.push(2 * np.ones(3))
+    m.store_in_T(T, window, EXECUTED, actor, args, "cpu")
+    spy = Spy(actor)
+    targets = []
+    spy.register_forward_hook(lambda mod, inp, out: targets.append(out.detach().clone()))
+    m.train_transformer(T, transformer, target, opt, qf1, spy, args, "cpu")
+    ((history, valid),) = spy.calls
+    torch.testing.assert_close(history, torch.as_tensor(T.windows[:1, -2:]).expand_as(history), rtol=0, atol=0)
+    assert not torch.equal(history[0], torch.as_tensor(window.obs[-2:]))  # the noisy history, not the visited one
+    assert np.abs(targets[0].numpy() - EXECUTED).max() > 0.05  # not the placeholder
+
+
+@pytest.mark.parametrize(("bc_source", "expected"), [("train", True), ("eval", False)])
+def test_dagger_only_with_bc_source_train(bc_source, expected):
+    """--bc-source eval fills T from evaluations only: no training episode is driven by the transformer."""
+    args = m.Args(bc_dagger=1.0, bc_source=bc_source, learning_starts=10)
+    assert m.draw_dagger(1, 10, args) == expected
+    assert not m.draw_dagger(1, 9, args) and not m.draw_dagger(2, 10, args)
 
 
 def test_critic_ascent_on_the_lstm_critic_raises_q1():
@@ -379,6 +460,51 @@ def test_bc_dagger_episodes_are_driven_by_the_transformer_and_labelled_by_the_ls
     m.main(args, on_step=on_step)
     assert len(checked) > (LOOP_ACCEL - LOOP_STARTS) // 2  # most of the steps after the warm-up's last episode
     assert max(checked) > 0.05  # the labels are not the executed actions
+
+
+def short_run(tmp_path, **kw) -> m.Args:
+    """A short real run on Hopper (tiny networks), with `kw` over these flags."""
+    tiny = dict(env_id=ENV_ID, accel_steps=LOOP_ACCEL, learning_starts=LOOP_STARTS, finetune_steps=4,
+                eval_frequency=10**6, eval_episodes=1, batch_size=32, buffer_size=64, accel_buffer_size=1000,
+                dim_model=32, dim_feedforward=64, lstm_hidden_size=8, num_threads=1, bc_frequency=4)  # fmt: skip
+    return dataclasses.replace(m.Args(), **{**tiny, **kw}, run_dir=str(tmp_path))
+
+
+def test_history_len_defaults_to_3_whatever_context_len_is(tmp_path):
+    """--history-len's help says what the code does: 3, not --context-len. With only --context-len 5 given, the
+    LSTMs (actor, critics and their targets) read 3 observations and the transformer 5, in the real loop."""
+    parsed = tyro.cli(m.Args, args=["--context-len", "5"])
+    assert (parsed.history_len, parsed.context_len) == (3, 5)
+    lengths = {}
+
+    def on_step(L):
+        if not lengths:
+            for name in ("actor", "actor_target", "qf1", "qf1_target", "transformer", "transformer_target"):
+                lengths[name] = set()
+                L[name].register_forward_pre_hook(lambda mod, inp, n=name: lengths[n].add(inp[0].shape[1]))
+
+    args = short_run(tmp_path, history_len=parsed.history_len, context_len=parsed.context_len, accel_steps=170)
+    m.main(args, on_step=on_step)
+    assert lengths == {"actor": {3}, "actor_target": {3}, "qf1": {3}, "qf1_target": {3}, "transformer": {5},
+                       "transformer_target": {5}}  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["transformer", "accelerator"])
+def test_a_non_finite_action_names_the_network_that_acted(tmp_path, who):
+    """Stage 1 with --bc-dagger: NaN weights in the network that acts next show as a non-finite action, reported as
+    that network's: the transformer's in a DAgger episode (it acted, not the accelerator), else the accelerator's."""
+    poisoned = []
+
+    def on_step(L):
+        g, dagger = L["global_step"], L["dagger"]  # dagger: who acts in the next step
+        if not poisoned and L["stage"] == 1 and g >= L["args"].learning_starts and dagger == (who == "transformer"):
+            with torch.no_grad():
+                L["transformer" if dagger else "actor"].fc_mu.bias.fill_(float("nan"))
+            poisoned.append(g)
+
+    with pytest.raises(m.DivergenceError) as info:
+        m.main(short_run(tmp_path, bc_dagger=0.5), on_step=on_step)
+    assert poisoned and str(info.value) == f"the {who}'s action is non-finite at global step {poisoned[0]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
