@@ -126,19 +126,24 @@ class Args:
     bc_clear: bool = False
     """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
     bc_target: Literal["behavior", "actor"] = "actor"
-    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
-    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
+    """BC target: the accelerator's current noise-free actor on T's stored (possibly noisy) state, relabelled at
+    training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
+    label kept even when --bc-state-noise perturbs the stored state; in a --bc-dagger episode, where the transformer
+    acted, the accelerator's noise-free action on the true state"""
     bc_source: Literal["train", "eval"] = "train"
-    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
+    no --bc-dagger episodes, the accelerator drives every training episode)"""
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
-    transformer also learns the accelerator's action a little off its states, where its own small errors take it
-    (without it, Pendulum's transformer drifted off T's states; RESULTS.md). 0: the states as visited"""
+    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero): with --bc-target actor the label
+    is the accelerator's action on that noisy state, so the transformer also learns it a little off the visited
+    states, where its own small errors take it (without it, Pendulum's transformer drifted off T's states;
+    RESULTS.md). 0: the states as visited"""
     bc_dagger: float = 0.25
-    """the fraction of stage-1 training episodes (after --learning-starts) in which the transformer acts, with
-    exploration noise, instead of the accelerator (DAgger): T then holds the states its own errors lead to, labelled
-    by the accelerator's actor; the accelerator learns from these transitions too, off-policy (without it, Pendulum's
-    transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the accelerator always acts"""
+    """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
+    transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
+    errors lead to, labelled by the accelerator; the accelerator learns from these transitions too, off-policy
+    (without it, Pendulum's transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the
+    accelerator always acts"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
     prefill: bool = True
@@ -747,23 +752,25 @@ def act(stage: int, global_step: int, obs, window: EpisodeWindow, actor, transfo
 
 
 def draw_dagger(stage: int, global_step: int, args: Args) -> bool:
-    """Whether the transformer drives the episode starting now (--bc-dagger; no random draw when it is 0)."""
-    return (
-        stage == 1 and args.bc_dagger > 0 and global_step >= args.learning_starts and np.random.rand() < args.bc_dagger
-    )
+    """Whether the transformer drives the episode starting now (--bc-dagger, whose episodes feed T: so only with
+    --bc-source train; no random draw when it is off)."""
+    on = stage == 1 and args.bc_dagger > 0 and args.bc_source == "train" and global_step >= args.learning_starts
+    return on and np.random.rand() < args.bc_dagger
 
 
 def store_in_T(trajectory: TrajectoryBuffer, window: EpisodeWindow, action, actor, args: Args, device,
                dagger: bool = False) -> None:  # fmt: skip
-    """Algorithm 1 line 7: store (window of s, a) in T. With --bc-state-noise (section 3.1), store the noisy window
-    (padding stays zero) and the accelerator's action on it. In a --bc-dagger episode the executed action is the
-    transformer's, so the label is the accelerator's actor on s."""
+    """Algorithm 1 line 7: store (window of s, a) in T; with --bc-state-noise (section 3.1) the window of s + noise
+    (padding stays zero). The label is read only with --bc-target behavior (`actor` relabels every sample when it
+    trains, so the executed action is kept as a placeholder, without a forward pass): the executed action, or in a
+    --bc-dagger episode, where the transformer acted, the accelerator's noise-free action on the true s."""
+    obs = window.obs
     if args.bc_state_noise > 0:
-        noisy = window.obs + np.random.normal(0, args.bc_state_noise, window.obs.shape) * window.valid[:, None]
-        noisy = noisy.astype(np.float32)
-        trajectory.add(noisy, window.valid, mlp_act(actor, noisy[-1], device))
-    else:
-        trajectory.add(window.obs, window.valid, mlp_act(actor, window.obs[-1], device) if dagger else action)
+        noise = np.random.normal(0, args.bc_state_noise, obs.shape) * window.valid[:, None]
+        obs = (obs + noise).astype(np.float32)
+    if dagger and args.bc_target == "behavior":
+        action = mlp_act(actor, window.obs[-1], device)
+    trajectory.add(obs, window.valid, action)
 
 
 def evaluate(env, act, episodes: int, seed: int, context_len: int, step: int,
@@ -1098,7 +1105,7 @@ def main(args: Args, on_step=None) -> None:
             action = act(stage, global_step, obs, window, actor, transformer, env.action_space, args, device, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
                 store_in_T(trajectory, window, action, actor, args, device, dagger)
-            check_action(action, "accelerator" if stage == 1 else "transformer", global_step, finite)
+            check_action(action, "accelerator" if stage == 1 and not dagger else "transformer", global_step, finite)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             rb.add(obs, next_obs, action, reward, terminated, episode_step)
             global_step += 1

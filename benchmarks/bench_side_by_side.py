@@ -12,6 +12,7 @@ over the wall time between them, as this script reads them (process start-up and
 import argparse
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LINE = re.compile(r"^step=(\d+) stage=(\d)")
+LINE = re.compile(r"^step=(\d+) ")  # the accel scripts' and the baselines' progress lines
 
 
 def launch(script: str, flags: list[str], threads: int, seed: int, run_dir: str) -> subprocess.Popen:
@@ -31,14 +32,14 @@ def launch(script: str, flags: list[str], threads: int, seed: int, run_dir: str)
 
 
 def read_lines(proc: subprocess.Popen, out: dict) -> None:
-    """step -> (wall time the line was read, stage)"""
+    """step -> wall time the line was read"""
     for line in proc.stdout:
         if m := LINE.match(line):
-            out[int(m.group(1))] = (time.perf_counter(), int(m.group(2)))
+            out[int(m.group(1))] = time.perf_counter()
 
 
 def rate(times: dict, start: int, end: int) -> float:
-    return (end - start) / (times[end][0] - times[start][0])
+    return (end - start) / (times[end] - times[start])
 
 
 def main() -> None:
@@ -51,13 +52,18 @@ def main() -> None:
     p.add_argument("--learning-starts", type=int, default=1000)
     p.add_argument("--stage1", type=int, default=3000, help="stage-1 steps (its rate: learning-starts..stage1)")
     p.add_argument("--stage2", type=int, default=2000, help="stage-2 steps (its rate: over all of them); 0: none")
+    p.add_argument("--flags", default="", help="more flags for every run (one shell-quoted string)")
     p.add_argument("--skip", default="", help="thread:copies pairs to leave out, e.g. 2:3 (10x slower, known)")
     p.add_argument("--run-dir", default="/tmp/bench_side_by_side")
     a = p.parse_args()
     every = 1000
-    flags = ["--env-id", a.env_id, "--learning-starts", str(a.learning_starts), "--accel-steps", str(a.stage1),
-             "--finetune-steps", str(a.stage2), "--eval-frequency", str(every), "--eval-episodes", "1",
-             "--checkpoint-frequency", "0"]  # fmt: skip
+    # a baseline (one stage) runs --total-timesteps of stage 1's length; its rate is reported as stage 1's
+    baseline = a.script.startswith("baselines/")
+    a.stage2 = 0 if baseline else a.stage2
+    steps = ["--total-timesteps", str(a.stage1)] if baseline else ["--accel-steps", str(a.stage1),
+                                                                    "--finetune-steps", str(a.stage2)]  # fmt: skip
+    flags = ["--env-id", a.env_id, "--learning-starts", str(a.learning_starts), *steps, "--eval-frequency",
+             str(every), "--eval-episodes", "1", "--checkpoint-frequency", "0", *shlex.split(a.flags)]  # fmt: skip
     skip = {tuple(int(x) for x in s.split(":")) for s in a.skip.split(",") if s}
     results: dict = {}
     for r in range(a.rounds):

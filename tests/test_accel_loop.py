@@ -43,7 +43,7 @@ class Recorder:
     def __init__(self):
         self.prev = None  # what the previous step left: the obs and window to act on, the noise-free action
         self.episode_obs, self.events = [], {"terminated": 0, "truncated": 0, "stage2_steps": 0}
-        self.t_len, self.snapshots, self.noise = {}, {}, []
+        self.t_len, self.snapshots, self.noise, self.who = {}, {}, [], {}
 
     def __call__(self, L):
         g, stage, rb, args = L["global_step"], L["stage"], L["rb"], L["args"]
@@ -73,7 +73,8 @@ class Recorder:
         np.testing.assert_array_equal(L["window"].valid, v, err_msg=f"step {g}: acting window mask")
         # exploration noise: the executed action differs from the acting policy's noise-free action
         if self.prev is not None and not new_stage and self.prev["clean"] is not None:
-            self.noise.append((stage, L["action"] - self.prev["clean"]))
+            self.noise.append((self.prev["who"], L["action"] - self.prev["clean"]))
+        self.who[g] = "stage 2" if stage == 2 else self.prev["who"] if self.prev and not new_stage else "accelerator"
         self.t_len[g] = len(L["trajectory"])
         if stage == 2:
             self.events["stage2_steps"] += 1
@@ -95,12 +96,14 @@ class Recorder:
         if g == args.accel_steps + 1:
             names = ("transformer_target", "qf1_target", "qf2_target")
             self.snapshots["start_of_stage2"] = {n: copy.deepcopy(L[n].state_dict()) for n in names}
+        # who acts next, and its noise-free action: the transformer in stage 2 and in --bc-dagger episodes
+        who = "stage 2" if stage == 2 else "transformer (DAgger)" if L["dagger"] else "accelerator"
         clean = None
-        if stage == 1 and g >= args.learning_starts:
-            clean = m.mlp_act(L["actor"], L["obs"], "cpu")
-        elif stage == 2:
+        if who != "accelerator":
             clean = m.transformer_act(L["transformer"], L["window"], "cpu")
-        self.prev = {"stage": stage, "obs": np.float32(L["obs"]), "done": done, "clean": clean}
+        elif g >= args.learning_starts:
+            clean = m.mlp_act(L["actor"], L["obs"], "cpu")
+        self.prev = {"stage": stage, "obs": np.float32(L["obs"]), "done": done, "clean": clean, "who": who}
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +113,31 @@ def pendulum_run(tmp_path_factory):
     return args, rec
 
 
+@pytest.fixture(scope="module")
+def dagger_run(tmp_path_factory):
+    """Every stage-1 episode after --learning-starts driven by the transformer (--bc-dagger 1)."""
+    rec = Recorder()
+    args = run_main(tmp_path_factory.mktemp("dagger"), rec, bc_dagger=1.0)
+    return args, rec
+
+
 def test_loop_stores_true_transitions_and_windows(pendulum_run):
     _, rec = pendulum_run  # the Recorder asserted every step; here: the run did cross what it should
     assert rec.events["truncated"] >= 2  # Pendulum's 200-step time limit, in both stages
     assert rec.events["stage2_steps"] == FINETUNE
 
 
-def test_T_holds_only_the_accelerator_s_samples(pendulum_run):
-    args, rec = pendulum_run
-    for g, n in rec.t_len.items():  # nothing from the random warm-up; one sample per acting step after it
+@pytest.mark.parametrize("run", ["pendulum_run", "dagger_run"])
+def test_T_gets_one_sample_per_stage_1_step_after_learning_starts(run, request):
+    """Nothing from the random warm-up or stage 2; one sample per stage-1 step after it, whoever acted (the
+    accelerator, or the transformer in a --bc-dagger episode: dagger_run has only those)."""
+    args, rec = request.getfixturevalue(run)
+    for g, n in rec.t_len.items():
         expected = 0 if g <= args.learning_starts or g > args.accel_steps else min(g - args.learning_starts,
                                                                                      args.bc_buffer_size)  # fmt: skip
         assert n == expected, f"step {g}: T holds {n}, expected {expected}"
+    acted = {rec.who[g] for g in range(args.learning_starts + 1, args.accel_steps + 1)}
+    assert acted == {"transformer (DAgger)"} if run == "dagger_run" else "accelerator" in acted
 
 
 def test_transformer_is_trained_in_stage_1(pendulum_run):
@@ -138,10 +154,12 @@ def test_handover_carries_the_targets_over(pendulum_run):
             assert torch.equal(v, end[name][k]), f"{name}.{k} is not the stage-1 target"
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_actions_carry_exploration_noise(pendulum_run, stage):
-    args, rec = pendulum_run
-    noise = np.array([n for s, n in rec.noise if s == stage])
+@pytest.mark.parametrize(("run", "who"), [("pendulum_run", "accelerator"), ("pendulum_run", "stage 2"),
+                                          ("dagger_run", "transformer (DAgger)")])  # fmt: skip
+def test_actions_carry_exploration_noise(run, who, request):
+    """Around the noise-free action of whoever acted (in a DAgger episode, the transformer's)."""
+    args, rec = request.getfixturevalue(run)
+    noise = np.array([n for w, n in rec.noise if w == who])
     assert len(noise) > 50
     # Pendulum's actions lie in [-2, 2]: noise std 0.1 * 2, clipped at the bounds
     assert 0.1 < noise.std() < 0.3, noise.std()
@@ -155,31 +173,35 @@ def test_terminations_are_stored_as_terminations(tmp_path):
 
 
 def test_bc_source_eval_fills_T_only_from_the_trained_accelerator_s_evaluations(tmp_path):
-    rec = Recorder()
-    args = run_main(tmp_path, rec, bc_source="eval", eval_frequency=100, finetune_steps=4)
+    rec = Recorder()  # --bc-dagger 1: with --bc-source eval it has no effect, the accelerator drives every episode
+    args = run_main(tmp_path, rec, bc_source="eval", eval_frequency=100, finetune_steps=4, bc_dagger=1.0)
+    assert {rec.who[g] for g in range(1, args.accel_steps + 1)} == {"accelerator"}
     grew = [g for g in sorted(rec.t_len) if rec.t_len[g] != rec.t_len.get(g - 1, 0) and g <= args.accel_steps]
     # evaluations at 100 and 200 come before the accelerator learns (learning starts after step 200)
     assert grew == [300, 400, 500]
     assert rec.t_len[300] == 200 * args.eval_episodes  # one evaluation episode of Pendulum's 200 steps
 
 
-def test_bc_state_noise_stores_noisy_windows_labelled_by_the_acting_actor(tmp_path):
+@pytest.mark.parametrize("bc_target", ["behavior", "actor"])
+def test_bc_state_noise_stores_noisy_windows_and_the_executed_action(tmp_path, bc_target):
+    """Section 3.1's noisy states enter T; the stored label is the executed action (Algorithm 1 line 7) under
+    behavior, and the same placeholder under actor, whose labels train_transformer recomputes on the noisy state."""
     checked = []
 
     def on_step(L):
         T, g = L["trajectory"], L["global_step"]
         if L["stage"] == 1 and len(T) and g > L["args"].learning_starts:
             j = (T.ptr - 1) % T.capacity
-            clean_obs, clean_valid, actor = on_step.before
+            clean_obs, clean_valid = on_step.before
             np.testing.assert_array_equal(T.valids[j], clean_valid)
             assert np.all(T.windows[j][~clean_valid] == 0)  # padding stays zero
             diff = (T.windows[j] - clean_obs)[clean_valid]
             assert 0.2 < diff.std() < 0.8  # sigma 0.5
-            np.testing.assert_allclose(T.actions[j], m.mlp_act(actor, T.windows[j][-1], "cpu"), rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(T.actions[j], np.float32(L["action"]))
             checked.append(g)
-        on_step.before = (L["window"].obs.copy(), L["window"].valid.copy(), copy.deepcopy(L["actor"]))
+        on_step.before = (L["window"].obs.copy(), L["window"].valid.copy())
 
-    run_main(tmp_path, on_step, bc_state_noise=0.5, bc_target="behavior", finetune_steps=4)
+    run_main(tmp_path, on_step, bc_state_noise=0.5, bc_target=bc_target, bc_dagger=0.0, finetune_steps=4)
     assert len(checked) == ACCEL - STARTS
 
 
@@ -211,8 +233,10 @@ def test_bc_dagger_episodes_are_driven_by_the_transformer_and_labelled_by_the_ac
             window, actor, transformer, dagger = on_step.before
             assert dagger, f"step {g}: --bc-dagger 1 and the transformer did not drive"
             j = (T.ptr - 1) % T.capacity
-            np.testing.assert_array_equal(T.windows[j], window.obs)  # the window acted on, as visited
-            # exploration noise 0: the executed action is the transformer's, the label in T the accelerator's
+            diff = (T.windows[j] - window.obs)[window.valid]  # the window acted on, with section 3.1's noise
+            assert 0.2 < diff.std() < 0.8
+            # exploration noise 0: the executed action is the transformer's, the label in T the accelerator's, on
+            # the true (noise-free) state
             np.testing.assert_allclose(L["action"], m.transformer_act(transformer, window, "cpu"), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(T.actions[j], m.mlp_act(actor, window.obs[-1], "cpu"), rtol=1e-5, atol=1e-6)
             checked.append(np.abs(T.actions[j] - L["action"]).max())
@@ -222,7 +246,17 @@ def test_bc_dagger_episodes_are_driven_by_the_transformer_and_labelled_by_the_ac
                           L["dagger"])  # fmt: skip
 
     # Pendulum's episodes are 200 steps: the transformer drives the two that start at and after --learning-starts
-    run_main(tmp_path, on_step, bc_dagger=1.0, exploration_noise=0.0, bc_state_noise=0.0, bc_target="behavior",
+    run_main(tmp_path, on_step, bc_dagger=1.0, exploration_noise=0.0, bc_state_noise=0.5, bc_target="behavior",
              finetune_steps=4)  # fmt: skip
     assert len(checked) == ACCEL - STARTS
     assert max(checked) > 0.05  # the labels are not the executed actions
+
+
+def test_non_finite_action_in_a_dagger_episode_is_reported_as_the_transformer_s(tmp_path):
+    def on_step(L):
+        if L["global_step"] == STARTS - 1:  # the transformer drives the episode that starts at --learning-starts
+            with torch.no_grad():
+                L["transformer"].fc_mu.bias.fill_(float("nan"))
+
+    with pytest.raises(m.DivergenceError, match=f"^the transformer's action is non-finite at global step {STARTS}$"):
+        run_main(tmp_path, on_step, bc_dagger=1.0)

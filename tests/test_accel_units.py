@@ -606,8 +606,67 @@ def test_bc_target_actor_relabels_with_accelerator_actor():
     assert to_stored < 0.1 * gap and to_actor > 0.5 * gap
 
 
+class CountingActor(torch.nn.Module):
+    """The accelerator's actor, counting its forward passes."""
+
+    def __init__(self, actor):
+        super().__init__()
+        self.actor, self.calls = actor, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.actor(x)
+
+
+def store_setup(**kw):
+    """An episode window two steps in (one padding position), T, and the accelerator's actor."""
+    args, *_, actor = bc_setup(**kw)
+    window = m.EpisodeWindow(3, 5)
+    window.reset(np.arange(5, dtype=np.float32))
+    window.push(np.arange(5, 10, dtype=np.float32))
+    return args, window, new_trajectory(4), CountingActor(actor)
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.1])
+def test_store_in_T_behavior_keeps_the_executed_action_with_or_without_state_noise(state_noise):
+    """--bc-target behavior is Algorithm 1 line 7: the executed action, whatever noise the stored state carries."""
+    args, window, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
+    executed = np.array([0.9, -0.9], dtype=np.float32)
+    m.store_in_T(T, window, executed, actor, args, "cpu")
+    np.testing.assert_array_equal(T.actions[0], executed)
+    assert actor.calls == 0
+    np.testing.assert_array_equal(T.valids[0], window.valid)
+    assert np.all(T.windows[0][~window.valid] == 0)  # padding stays zero
+    diff = (T.windows[0] - window.obs)[window.valid]
+    assert (np.abs(diff).max() > 0) == (state_noise > 0)
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.1])
+def test_store_in_T_behavior_in_a_dagger_episode_labels_with_the_accelerator_on_the_true_state(state_noise):
+    args, window, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
+    m.store_in_T(T, window, np.array([0.9, -0.9], dtype=np.float32), actor, args, "cpu", dagger=True)
+    np.testing.assert_allclose(T.actions[0], m.mlp_act(actor.actor, window.obs[-1], "cpu"), rtol=1e-6)
+    assert actor.calls == 1
+
+
+@pytest.mark.parametrize("dagger", [False, True])
+def test_store_in_T_actor_target_runs_no_forward_pass(dagger):
+    """With --bc-target actor every label is recomputed when the transformer trains: storing one is free."""
+    args, window, T, actor = store_setup(bc_target="actor", bc_state_noise=0.1)
+    m.store_in_T(T, window, np.array([0.9, -0.9], dtype=np.float32), actor, args, "cpu", dagger=dagger)
+    assert actor.calls == 0 and len(T) == 1
+    assert np.abs((T.windows[0] - window.obs)[window.valid]).max() > 0  # the state noise of section 3.1
+
+
+@pytest.mark.parametrize(("bc_source", "expected"), [("train", True), ("eval", False)])
+def test_dagger_only_with_bc_source_train(bc_source, expected):
+    args = make_args(bc_dagger=1.0, bc_source=bc_source, learning_starts=10)
+    assert m.draw_dagger(1, 10, args) == expected
+    assert not m.draw_dagger(1, 9, args) and not m.draw_dagger(2, 10, args)
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# Checks of arguments and checkpoints (in-process; the CLI's exit codes are tested in test_accel_cli.py)
+# Checks of arguments and checkpoints (in-process; the CLI's exit codes are tested in test_accel_e2e.py)
 @pytest.mark.parametrize(
     "kw",
     [
