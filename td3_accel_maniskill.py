@@ -562,12 +562,12 @@ class TrajectoryBuffer:
         self.ptr, self.count = 0, 0
 
     def add(self, windows, valids, actions) -> None:
-        """A batch of samples (one per env)."""
+        """A batch of samples (one per env), in order; of more than the capacity only the newest are kept."""
         n = min(len(windows), self.capacity)
         idx = (self.ptr + torch.arange(n, device=self.windows.device)) % self.capacity
         self.windows[idx], self.valids[idx], self.actions[idx] = windows[-n:], valids[-n:], actions[-n:]
-        self.ptr = (self.ptr + len(windows)) % self.capacity
-        self.count = min(self.count + len(windows), self.capacity)
+        self.ptr = (self.ptr + n) % self.capacity  # by what was stored: the pointer stays on the oldest sample
+        self.count = min(self.count + n, self.capacity)
 
     def __len__(self) -> int:
         return self.count

@@ -263,6 +263,31 @@ def test_bc_dagger_episodes_are_driven_by_the_transformer_per_env_and_labelled_b
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# T, its labels and who drives an episode (issue 22)
+def test_T_keeps_the_newest_samples_in_ring_order_when_a_step_brings_more_than_its_capacity():
+    """--num-envs above --bc-buffer-size: of one step's samples only the newest `capacity` are stored, and the pointer
+    moves by those, so it stays on the oldest sample and the next add overwrites exactly that one."""
+    T = m.TrajectoryBuffer(4, 1, 1, 1, "cpu")
+
+    def add(*values):
+        x = torch.tensor(values, dtype=torch.float32)
+        T.add(x[:, None, None], torch.ones(len(x), 1, dtype=torch.bool), x[:, None])
+
+    def ring():  # oldest first, from the pointer on
+        idx = (T.ptr + torch.arange(len(T))) % T.capacity
+        assert torch.equal(T.windows[idx, 0, 0], T.actions[idx, 0])  # each window kept its own label
+        return T.actions[idx, 0].tolist()
+
+    add(0.0)
+    add(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)  # six envs, a ring of four
+    assert (len(T), ring()) == (4, [3.0, 4.0, 5.0, 6.0])
+    add(7.0)  # overwrites the oldest, 3
+    assert ring() == [4.0, 5.0, 6.0, 7.0]
+    add(8.0, 9.0)
+    assert ring() == [6.0, 7.0, 8.0, 9.0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The real CPU simulator
 TINY_RUN = [
     "--num-envs", 2, "--num-eval-envs", 1, "--eval-episodes", 1, "--accel-steps", 100, "--finetune-steps", 50,
