@@ -681,6 +681,16 @@ def check_finite(losses: dict, step: int) -> None:
         raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
 
 
+def check_finite_updates(updates: list[dict], step: int) -> None:
+    """check_finite on the losses of every update of a step (--num-envs x --utd TD3 updates, then the BC rounds), not
+    only the last one's, with one host sync (a sync per update would stall a CUDA step); the first non-finite loss is
+    named."""
+    values = [v.reshape(-1) for losses in updates for v in losses.values()]
+    if values and not torch.isfinite(torch.cat(values)).all():
+        for losses in updates:
+            check_finite(losses, step)
+
+
 def check_action(action: torch.Tensor, who: str, step: int) -> None:
     # weights blown up by the last update are still finite; their first action is where NaN shows
     if not torch.isfinite(action).all():
@@ -1169,19 +1179,19 @@ def main(args: Args, on_step=None) -> None:
             windows.push(next_obs, done)  # an env that reset starts its window afresh
             obs = next_obs
 
-            losses = {}
+            step_losses = []  # every update's losses of this step: all are checked, the latest of each logged
             if stage == 1 and global_step > args.learning_starts:
                 updates_owed += N * args.utd
                 for _ in range(int(updates_owed)):
                     updates += 1
                     data = rb.sample(args.batch_size)
-                    losses = td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor, actor_target,
-                                        qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
-                                        args)  # fmt: skip
+                    step_losses.append(td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor,
+                                                  actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                                  actor_optimizer, args))  # fmt: skip
                 updates_owed -= int(updates_owed)
                 for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
-                    losses.update(train_transformer(trajectory, transformer, transformer_target,
-                                                    transformer_optimizer, qf1, actor, args))  # fmt: skip
+                    step_losses.append(train_transformer(trajectory, transformer, transformer_target,
+                                                         transformer_optimizer, qf1, actor, args))  # fmt: skip
             elif stage == 2:
                 updates_owed += N * args.utd
                 train_actor = global_step - stage1_end > args.critic_warmup
@@ -1189,13 +1199,14 @@ def main(args: Args, on_step=None) -> None:
                     updates += 1
                     data = rb.sample(args.finetune_batch_size, args.context_len)
                     transformer.train()
-                    losses = td3_update(updates, data, (data["window"], data["valid"]),
-                                        (data["next_window"], data["next_valid"]), transformer, transformer_target,
-                                        qf1, qf2, qf1_target, qf2_target, q_optimizer, transformer_optimizer, args,
-                                        train_actor)  # fmt: skip
+                    step_losses.append(td3_update(updates, data, (data["window"], data["valid"]),
+                                                  (data["next_window"], data["next_valid"]), transformer,
+                                                  transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                                  transformer_optimizer, args, train_actor))  # fmt: skip
                     transformer.eval()
                 updates_owed -= int(updates_owed)
-            check_finite(losses, global_step)
+            check_finite_updates(step_losses, global_step)
+            losses = {name: value for update in step_losses for name, value in update.items()}
             stage_losses.update(losses)
             if bar is not None:
                 bar.update(N)

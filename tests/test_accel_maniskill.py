@@ -287,6 +287,34 @@ def test_T_keeps_the_newest_samples_in_ring_order_when_a_step_brings_more_than_i
     assert ring() == [6.0, 7.0, 8.0, 9.0]
 
 
+FAKE_RUN = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, finetune_steps=9, learning_starts=18,
+                batch_size=8, finetune_batch_size=8, buffer_size=12, accel_buffer_size=300, dim_model=16,
+                dim_feedforward=16, num_threads=1, eval_frequency=1000, log_frequency=15, bc_frequency=3,
+                bc_buffer_size=50, critic_warmup=6)  # fmt: skip
+
+
+def fake_run(tmp_path, monkeypatch, on_step=None, **kw) -> None:
+    """The real loop on the fake envs (tiny networks), with `kw` over FAKE_RUN."""
+    monkeypatch.setattr(m, "make_envs", lambda args, n, ignore, device: fake_envs(n, ignore, device))
+    m.main(dataclasses.replace(m.Args(), **{**FAKE_RUN, **kw}, run_dir=str(tmp_path)), on_step=on_step)
+
+
+def test_a_nan_loss_in_any_update_of_a_step_is_reported(tmp_path, monkeypatch):
+    """3 envs x --utd 1: three TD3 updates a step. A NaN in the first of a step's updates (the last two finite) is
+    reported, naming the loss and the step."""
+    real = m.td3_update
+
+    def td3_update(update, *rest, **kw):
+        losses = real(update, *rest, **kw)
+        if update == 4:  # the first update of step 21 (updates run from step 18, the first after --learning-starts 15)
+            losses["losses/qf2_loss"] = torch.tensor(float("nan"))
+        return losses
+
+    monkeypatch.setattr(m, "td3_update", td3_update)
+    with pytest.raises(m.DivergenceError, match=r"^losses/qf2_loss is nan at global step 21$"):
+        fake_run(tmp_path, monkeypatch, utd=1.0, learning_starts=15, accel_steps=30)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The real CPU simulator
 TINY_RUN = [
