@@ -167,19 +167,23 @@ class Args:
     bc_clear: bool = False
     """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
     bc_target: Literal["behavior", "actor"] = "actor"
-    """BC target: the accelerator's current noise-free actor on T's states (relabelled at training time), or
-    `behavior`: the action stored with the state (the executed, noisy action; Algorithm 1 line 7)"""
+    """BC target: the accelerator's current noise-free actor on T's stored (possibly noisy) state, relabelled at
+    training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
+    label kept even when --bc-state-noise perturbs the stored state; in a --bc-dagger episode, where the transformer
+    acted, the accelerator's noise-free action on the true state"""
     bc_source: Literal["train", "eval"] = "train"
-    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts"""
+    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
+    no --bc-dagger episodes, the accelerator drives every training episode)"""
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T, labelled by the accelerator's actor there (section 3.1): the
-    transformer also learns the accelerator's action a little off its states. 0: the states as visited"""
+    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero): with --bc-target actor the label
+    is the accelerator's action on that noisy state, so the transformer also learns it a little off the visited
+    states. 0: the states as visited"""
     bc_dagger: float = 0.25
-    """the fraction of stage-1 training episodes (after --learning-starts) in which the transformer acts, with
-    exploration noise, instead of the accelerator (DAgger): T then holds the states its own errors lead to, labelled
-    by the accelerator's actor; the accelerator learns from these transitions too, off-policy (without it, Pendulum's
-    transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the accelerator always acts. Drawn
-    for each env at each of its episode starts"""
+    """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
+    transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
+    errors lead to, labelled by the accelerator; the accelerator learns from these transitions too, off-policy
+    (without it, Pendulum's transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the
+    accelerator always acts. Drawn for each env at each of its episode starts"""
     critic_ascent: bool = False
     """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
     prefill: bool = True
@@ -795,25 +799,35 @@ def act(stage: int, global_step: int, obs, windows: EpisodeWindows, actor, trans
 
 def draw_dagger(stage: int, global_step: int, done: torch.Tensor, dagger: torch.Tensor, args: Args) -> torch.Tensor:
     """The --bc-dagger flags after a step: each env whose episode starts now (`done`) draws whether the transformer
-    drives it (no random draw when --bc-dagger is 0, in the warm-up or in stage 2); the others keep theirs."""
-    if stage == 1 and args.bc_dagger > 0 and global_step >= args.learning_starts:
+    drives it (no random draw when --bc-dagger is 0, in the warm-up, in stage 2, or with --bc-source eval: DAgger
+    episodes feed T, which then fills from evaluations only); the others keep theirs."""
+    if stage == 1 and args.bc_dagger > 0 and args.bc_source == "train" and global_step >= args.learning_starts:
         return torch.where(done, torch.rand(len(done), device=done.device) < args.bc_dagger, dagger)
     return dagger & ~done
+
+
+def who_acted(stage: int, action: torch.Tensor, dagger: torch.Tensor) -> str:
+    """check_action's `who` for a step whose actions are not all finite, named after the first env at fault: the
+    transformer in stage 2 and in an env in a --bc-dagger episode (it acted there, not the accelerator), else the
+    accelerator."""
+    env = int((~torch.isfinite(action).all(1)).nonzero()[0, 0])
+    return "transformer" if stage == 2 or dagger[env] else "accelerator"
 
 
 @torch.no_grad()
 def store_in_T(trajectory: TrajectoryBuffer, windows: EpisodeWindows, action, actor, args: Args,
                dagger: torch.Tensor | None = None) -> None:  # fmt: skip
-    """Algorithm 1 line 7: store each env's (window of s, a) in T. With --bc-state-noise (section 3.1), store the
-    noisy window (padding stays zero) and the accelerator's action on it. In the envs in a --bc-dagger episode
-    (`dagger`) the executed action is the transformer's, so their label is the accelerator's actor on s."""
+    """Algorithm 1 line 7: store each env's (window of s, a) in T; with --bc-state-noise (section 3.1) the window of
+    s + noise (padding stays zero). The label is read only with --bc-target behavior (`actor` relabels every sample
+    when it trains, so the executed actions are kept as placeholders, without a forward pass or a host sync): the
+    executed action, or in the envs in a --bc-dagger episode (`dagger`), where the transformer acted, the
+    accelerator's noise-free action on the true s."""
+    obs = windows.obs
     if args.bc_state_noise > 0:
-        noisy = windows.obs + torch.randn_like(windows.obs) * args.bc_state_noise * windows.valid[..., None]
-        trajectory.add(noisy, windows.valid, actor(noisy[:, -1]))
-    elif dagger is not None and dagger.any():
-        trajectory.add(windows.obs, windows.valid, torch.where(dagger[:, None], actor(windows.obs[:, -1]), action))
-    else:
-        trajectory.add(windows.obs, windows.valid, action)
+        obs = obs + torch.randn_like(obs) * args.bc_state_noise * windows.valid[..., None]
+    if args.bc_target == "behavior" and dagger is not None and dagger.any():
+        action = torch.where(dagger[:, None], actor(windows.obs[:, -1]), action)
+    trajectory.add(obs, windows.valid, action)
 
 
 @torch.no_grad()
@@ -1162,7 +1176,8 @@ def main(args: Args, on_step=None) -> None:
             action = act(stage, global_step, obs, windows, actor, transformer, envs, args, dagger)
             if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
                 store_in_T(trajectory, windows, action, actor, args, dagger)
-            check_action(action, "accelerator" if stage == 1 else "transformer", global_step)
+            if not torch.isfinite(action).all():  # the one host sync; who acted is looked up only then
+                check_action(action, who_acted(stage, action, dagger), global_step)
             next_obs, final_obs, reward, terminated, done, success = envs.step(action)
             rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
             global_step += N

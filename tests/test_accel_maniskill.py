@@ -287,6 +287,88 @@ def test_T_keeps_the_newest_samples_in_ring_order_when_a_step_brings_more_than_i
     assert ring() == [6.0, 7.0, 8.0, 9.0]
 
 
+class CountingActor(torch.nn.Module):
+    """The accelerator's actor, counting its forward passes (and, with `fail`, refusing any)."""
+
+    def __init__(self, actor, fail: bool = False):
+        super().__init__()
+        self.actor, self.fail, self.calls = actor, fail, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail:
+            raise AssertionError("store_in_T ran the actor for a label train_transformer throws away")
+        return self.actor(x)
+
+
+EXECUTED = torch.tensor([[0.9, -0.9]] * 3)  # the executed actions of 3 envs, exploration noise included
+
+
+def store_setup(**kw):
+    """Three envs' windows of 3, two steps into their episodes (one padding position), T, and the accelerator."""
+    torch.manual_seed(0)
+    args = dataclasses.replace(m.Args(), **kw)
+    windows = m.EpisodeWindows(3, K, 4, "cpu")
+    windows.reset(torch.arange(12, dtype=torch.float32).view(3, 4))
+    windows.push(torch.arange(12, 24, dtype=torch.float32).view(3, 4))
+    actor = m.Actor(4, -np.ones(2, np.float32), np.ones(2, np.float32))
+    return args, windows, m.TrajectoryBuffer(8, K, 4, 2, "cpu"), actor
+
+
+def assert_stored_windows(T, windows, noisy: bool):
+    assert torch.equal(T.valids[:3], windows.valid)
+    assert (T.windows[:3][~windows.valid] == 0).all()  # padding stays zero
+    diff = (T.windows[:3] - windows.obs).abs()[windows.valid]
+    assert bool((diff > 0).all()) == noisy and bool((diff > 0).any()) == noisy
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.1])
+def test_store_in_T_behavior_keeps_the_executed_action_with_or_without_state_noise(state_noise):
+    """--bc-target behavior is Algorithm 1 line 7: T's label is the executed action, whatever noise the stored window
+    carries: state noise is input augmentation only."""
+    args, windows, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
+    clean = windows.obs.clone()
+    m.store_in_T(T, windows, EXECUTED, CountingActor(actor, fail=True), args, torch.zeros(3, dtype=torch.bool))
+    assert torch.equal(T.actions[:3], EXECUTED) and len(T) == 3
+    assert torch.equal(windows.obs, clean)  # the acting windows stay clean
+    assert_stored_windows(T, windows, noisy=state_noise > 0)
+
+
+@pytest.mark.parametrize("state_noise", [0.0, 0.5])
+def test_store_in_T_behavior_in_dagger_envs_labels_with_the_accelerator_on_the_true_state(state_noise):
+    """In the envs in a --bc-dagger episode the transformer acted: their label is the accelerator's noise-free action
+    on the true s (not on the stored noisy one); the other envs keep their executed action."""
+    args, windows, T, actor = store_setup(bc_target="behavior", bc_state_noise=state_noise)
+    dagger = torch.tensor([True, False, True])
+    m.store_in_T(T, windows, EXECUTED, actor, args, dagger)
+    with torch.no_grad():
+        true_label, noisy_label = actor(windows.obs[:, -1]), actor(T.windows[:3, -1])
+    torch.testing.assert_close(T.actions[:3][dagger], true_label[dagger], rtol=1e-6, atol=1e-7)
+    assert torch.equal(T.actions[:3][~dagger], EXECUTED[~dagger])
+    assert_stored_windows(T, windows, noisy=state_noise > 0)
+    if state_noise:
+        assert (noisy_label - true_label).abs().max() > 1e-3  # the test tells the two states apart
+
+
+@pytest.mark.parametrize("dagger", [[False] * 3, [True, False, True]])
+def test_store_in_T_actor_target_runs_no_forward_pass(dagger):
+    """With --bc-target actor every label is recomputed when the transformer trains: storing runs no actor (the
+    executed actions are kept as placeholders), in DAgger episodes too."""
+    args, windows, T, actor = store_setup(bc_target="actor", bc_state_noise=0.1)
+    m.store_in_T(T, windows, EXECUTED, CountingActor(actor, fail=True), args, torch.tensor(dagger))
+    assert torch.equal(T.actions[:3], EXECUTED) and len(T) == 3
+    assert_stored_windows(T, windows, noisy=True)  # the state noise of section 3.1
+
+
+@pytest.mark.parametrize(("bc_source", "expected"), [("train", True), ("eval", False)])
+def test_dagger_only_with_bc_source_train(bc_source, expected):
+    """--bc-source eval fills T from evaluations only: no training episode is driven by the transformer."""
+    args = dataclasses.replace(m.Args(), bc_dagger=1.0, bc_source=bc_source, learning_starts=10)
+    done, none = torch.tensor([True, False, True]), torch.zeros(3, dtype=torch.bool)
+    assert m.draw_dagger(1, 12, done, none, args).tolist() == [expected, False, expected]
+    assert not m.draw_dagger(1, 9, done, none, args).any() and not m.draw_dagger(2, 12, done, none, args).any()
+
+
 FAKE_RUN = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, finetune_steps=9, learning_starts=18,
                 batch_size=8, finetune_batch_size=8, buffer_size=12, accel_buffer_size=300, dim_model=16,
                 dim_feedforward=16, num_threads=1, eval_frequency=1000, log_frequency=15, bc_frequency=3,
@@ -313,6 +395,22 @@ def test_a_nan_loss_in_any_update_of_a_step_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(m, "td3_update", td3_update)
     with pytest.raises(m.DivergenceError, match=r"^losses/qf2_loss is nan at global step 21$"):
         fake_run(tmp_path, monkeypatch, utd=1.0, learning_starts=15, accel_steps=30)
+
+
+@pytest.mark.parametrize("who", ["transformer", "accelerator"])
+def test_a_non_finite_action_names_the_network_that_acted(tmp_path, monkeypatch, who):
+    """--bc-dagger 1 from step 18: envs 0 and 2 start episodes driven by the transformer there, env 1 runs on with
+    the accelerator. NaN weights in one of them show as non-finite actions in its envs only, reported as that
+    network's: the transformer's in DAgger episodes, not the accelerator's."""
+
+    def on_step(L):
+        if L["global_step"] == 18:
+            assert L["dagger"].tolist() == [True, False, True]
+            with torch.no_grad():
+                L[who if who == "transformer" else "actor"].fc_mu.bias.fill_(float("nan"))
+
+    with pytest.raises(m.DivergenceError, match=rf"^the {who}'s action is non-finite at global step 18$"):
+        fake_run(tmp_path, monkeypatch, on_step, bc_dagger=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
