@@ -1,9 +1,10 @@
 """Interrupting and resuming the ManiSkill scripts (issue 11): --checkpoint-frequency, --resume RUN_DIR, SIGTERM/SIGINT
 (exit 3, then 0 on resume). The episode rule for the vector env, as td3_accel_maniskill.py states it: at an episode
 boundary (every env has just started an episode) a resumed run starts the same episodes again; it is exact on envs
-without a history (a fake vector env here), and on ManiSkill's CPU simulator the same episodes start to the bit (PhysX
-drifts apart later, which the tests do not pin); mid-episode, every env starts a fresh episode. Bad input to --resume
-is one line and exit 2 in all four scripts."""
+without a history (a fake vector env here), and on ManiSkill's CPU simulator the same episodes start to the bit and,
+measured, the short run after the resume logs the uninterrupted run's values (PhysX drifts apart later, which the
+tests do not pin); mid-episode, every env starts a fresh episode. Bad input to --resume is one line and exit 2 in all
+four scripts."""
 
 import ast
 import dataclasses
@@ -239,9 +240,15 @@ def test_sigterm_at_an_episode_start_resumes_the_same_episodes(uninterrupted, tm
     assert torch.load(os.path.join(path, "final.pt"), weights_only=False)["global_step"] == 140
     ea, eb = load_run_events(whole), load_run_events(path)
     assert_each_step_logged_once(eb)
-    for tag in ("eval/transformer_return", "losses/qf1_loss", "charts/stage"):
-        assert [s for s, _ in scalars(ea, tag)] == [s for s, _ in scalars(eb, tag)], tag
-    assert scalars(ea, "charts/episodic_return")[:1] == scalars(eb, "charts/episodic_return")[:1]  # step 100's
+    # what the resumed process logged, after the resume point: stage 1's end (120) and the run's (140), evaluations
+    # and losses, against the uninterrupted run's. They depend on everything resume.pt restores (networks, Adam's
+    # moments, replay buffer, T, RNGs) and on the 10 steps per env simulated since; measured: those steps agree to the
+    # bit (the drift of PhysX's history, above, comes later), so these values are the uninterrupted run's exactly
+    after = {"eval/accelerator_return": [120], "eval/transformer_return": [120, 140], "losses/qf1_loss": [120, 140],
+             "losses/actor_loss": [120, 140], "losses/bc_loss": [120], "charts/stage": [120, 140]}  # fmt: skip
+    for tag, steps in after.items():
+        mine, theirs = [x for x in scalars(eb, tag) if x[0] > 100], [x for x in scalars(ea, tag) if x[0] > 100]
+        assert [s for s, _ in mine] == steps and mine == theirs, (tag, mine, theirs)
 
 
 @needs_maniskill
