@@ -1,7 +1,9 @@
 """td3_accel_lstm_pomdp.py: the LSTM accelerator's history windows and the transformer's context windows cut from the
-same stored episode steps, critic ascent on the LSTM critic, the real loop driven in-process through main(args,
-on_step), an end-to-end run on velocity-only Hopper (tags, checkpoints, fine-tuning from accelerated.pt), bad input and
-divergence. Every run is tiny (a few hundred steps, LSTM hidden size 8, small transformer)."""
+same stored episode steps, critic ascent on the LSTM critic, T's labels under --bc-target/--bc-state-noise/--bc-dagger
+and --bc-source eval without DAgger (issue 22), the real loop driven in-process through main(args, on_step) (who a
+non-finite action is blamed on, --history-len's default), an end-to-end run on velocity-only Hopper (tags,
+checkpoints, fine-tuning from accelerated.pt), bad input and divergence. Every run is tiny (a few hundred steps, LSTM
+hidden size 8, small transformer)."""
 
 import copy
 import dataclasses

@@ -1,7 +1,9 @@
 """td3_accel_maniskill.py. Per-env windowing and replay under auto-reset, checked on the real training loop with a
 small fake vector env (gymnasium's SyncVectorEnv with same-step auto-reset, as the CPU path uses); evaluation's
-success metrics; and, with ManiSkill installed (CI installs it), a tiny end-to-end run on the real CPU simulator
-(PushCube-v1, 2 train envs + 1 eval env) and its bad-input messages."""
+success metrics; T's ring, its labels under --bc-target/--bc-state-noise/--bc-dagger, --bc-source eval without
+DAgger, a NaN in any update of a step and who a non-finite action is blamed on (issue 22); and, with ManiSkill
+installed (CI installs it), a tiny end-to-end run on the real CPU simulator (PushCube-v1, 2 train envs + 1 eval env)
+and its bad-input messages."""
 
 import copy
 import dataclasses
