@@ -2,25 +2,30 @@
 # The study's figures and tables (RESULTS.md, "The study"): one tools/plot_runs.py call per question, finished runs
 # only (--complete-only, so it can run while the grid goes on), "final" = each seed's mean over its last 3
 # evaluations (--last 3), also listed per seed (--per-seed). A question none of whose runs has finished says so and
-# the script goes on.
-#   ROOT=DIR  the study's runs (default runs/study)     OUT=DIR  where the PNGs go (default results)
+# the script goes on. Each table is followed by rliable's intervals (IQM and mean, and the probability of improvement
+# over accel); each figure is a PNG (300 dpi) and a PDF, one panel per comparison with accel.
+#   ROOT=DIR  the study's runs (default runs/study)     OUT=DIR  where the figures go (default results)
+#   REPS=N    bootstrap resamples (default 2000)        FINAL_EVAL=1  "final" from each run's eval_final.csv
+#             (tools/grid.py --evaluate N) instead of the last 3 in-run evaluations
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-runs/study}
 OUT=${OUT:-results}
-plot() { python tools/plot_runs.py "$ROOT" --complete-only --table --last 3 --per-seed "$@" 2>&1 | grep -v "left out (--complete-only)"; }
+plot() { python tools/plot_runs.py "$ROOT" --complete-only --table --last 3 --per-seed --reps "${REPS:-2000}" \
+  ${FINAL_EVAL:+--final-eval} "$@" 2>&1 | grep -v "left out (--complete-only)"; }
 
 echo "## RQ1: the transformer against its accelerator over stage 1 (50k steps)"
 plot --max-step 50000 --methods accel accel_lstm_velocity --out "$OUT/study_rq1.png"
 echo; echo "## RQ1: tracking gap and handover drop per run (analysis/transfer_metrics.py)"
 python analysis/transfer_metrics.py "$ROOT" --complete-only 2>/dev/null | grep -v "^skipped"
 echo; echo "## RQ2: the accelerated transformer (stage 1 then 2) against the MLP, LSTM and transformer baselines"
-plot --methods accel mlp lstm transformer --out "$OUT/study_rq2.png"
+plot --methods accel mlp lstm transformer --reference accel --out "$OUT/study_rq2.png"
 echo; echo "## RQ3: with and without critic ascent"
-plot --methods accel accel_ascent --out "$OUT/study_rq3.png"
+plot --methods accel accel_ascent --reference accel --out "$OUT/study_rq3.png"
 echo; echo "## RQ4: small buffers, accelerated (stage 2 from accel's stage 1) against from scratch"
-plot --methods accel 'accel_buf*' 'transformer_buf*' --out "$OUT/study_rq4.png"
+plot --methods accel 'accel_buf*' 'transformer_buf*' --reference accel --out "$OUT/study_rq4.png" \
+  --panel accel_buf10k,transformer_buf10k --panel accel,transformer_buf15k --panel accel_buf20k,transformer_buf20k
 echo; echo "## RQ4: stage 2 alone (the evaluations after step 50000), the same stage 1 with three buffer sizes"
-plot --min-step 50001 --methods accel 'accel_buf*'
+plot --min-step 50001 --methods accel 'accel_buf*' --reference accel
 echo; echo "## BC target and source: stage 1 (50k steps) against accel's own"
-plot --max-step 50000 --methods accel bc_behavior bc_eval --out "$OUT/study_bc.png"
+plot --max-step 50000 --methods accel bc_behavior bc_eval --reference accel --out "$OUT/study_bc.png"

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from accel_helpers import REPO_ROOT, TINY_ACCEL, subprocess_env
 
@@ -89,23 +90,31 @@ def runs_root(tmp_path_factory):
 
 
 def table_rows(text: str) -> dict:
-    """{(env, method, curve): (seeds, step, final mean, final std, best mean, best std, all mean, all std)}"""
+    """The first table: {(env, method, curve): (seeds, step, final mean, final std, best mean, best std, all mean,
+    all std, *the other columns)}; "n/a" (the sample std of one seed) reads as nan."""
     rows = {}
-    for line in text.strip().splitlines()[2:]:
+    for line in text.strip().split("\n\n")[0].splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[tuple(cells[:3])] = (int(cells[3]), int(cells[4]), *map(float, cells[5:11]), *cells[11:])
+        numbers = [float("nan") if x == "n/a" else float(x) for x in cells[5:11]]
+        rows[tuple(cells[:3])] = (int(cells[3]), int(cells[4]), *numbers, *cells[11:])
     return rows
+
+
+def sample_std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
 def expected(series: list[list[float]]) -> tuple:
     """Seeds x steps values -> (seeds, final mean, final std, best mean, best std, all mean, all std), std over seeds
-    with ddof=0."""
+    the sample std (ddof=1)."""
     finals, bests, alls = [s[-1] for s in series], [max(s) for s in series], [statistics.mean(s) for s in series]
-    return len(series), *(f(v) for v in (finals, bests, alls) for f in (statistics.mean, statistics.pstdev))
+    return len(series), *(f(v) for v in (finals, bests, alls) for f in (statistics.mean, sample_std))
 
 
 def run_plot(capsys, *argv) -> tuple[int, str, str]:
-    rc = plot_runs.main([str(a) for a in argv])
+    """plot_runs in this process; 200 bootstrap resamples unless --reps is given (the intervals' own tests give it)."""
+    argv = [str(a) for a in argv]
+    rc = plot_runs.main(argv if "--reps" in argv else [*argv, "--reps", "200"])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -135,12 +144,13 @@ def test_table_equals_hand_computed_stats_and_png_is_written(runs_root, capsys, 
         seeds, *stats = expected(series)
         got = rows.pop(key)
         assert got[:2] == (seeds, step), key
-        assert got[2:] == pytest.approx(stats, abs=1e-5), key
+        assert got[2:] == pytest.approx(stats, abs=1e-5, nan_ok=True), key
     assert rows.keys() == {("EnvB-v0", "accel", "accelerator_return")}  # the one left, nothing else
     assert ("PushCube-v1", "accel", "transformer_return") not in rows
     # the peak at step 200 is each transformer seed's best, not its final value
     assert table_rows(out)[("EnvB-v0", "accel", "transformer_return")][4] > 1000 + 20 + 5
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "figures" / "curves.pdf").read_bytes()[:5] == b"%PDF-"
     notes = err.strip().splitlines()
     assert all(line.startswith("plot_runs: ") for line in notes)
     assert any("EnvB-v0__mlp__2__" in line and "no eval/return" in line for line in notes)
@@ -208,8 +218,14 @@ def test_bad_input_is_one_line_and_exit_2(runs_root, capsys, tmp_path, argv, mes
 
 def test_last_k_averages_each_seeds_last_evaluations(runs_root, capsys):
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--last", 2, "--methods", "mlp")
-    assert rc == 0 and "| last 2 evals mean | last 2 evals std |" in out
+    assert rc == 0 and "| last 2 evals mean | last 2 evals sample std |" in out
     per_seed = [statistics.mean(mlp_value("EnvA-v0", s, t) for t in STEPS[-2:]) for s in (1, 2, 3)]
+    got = table_rows(out)[("EnvA-v0", "mlp", "return")]
+    assert got[2:4] == pytest.approx((statistics.mean(per_seed), statistics.stdev(per_seed)), abs=1e-5)
+    # the convention of the tables before issue 23, on request
+    rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 6, "--last", 2, "--methods", "mlp", "--std",
+                            "population")  # fmt: skip
+    assert rc == 0 and "| last 2 evals mean | last 2 evals population std |" in out
     got = table_rows(out)[("EnvA-v0", "mlp", "return")]
     assert got[2:4] == pytest.approx((statistics.mean(per_seed), statistics.pstdev(per_seed)), abs=1e-5)
     assert got[4] == pytest.approx(statistics.mean(mlp_value("EnvA-v0", s, 500) for s in (1, 2, 3)), abs=1e-5)
@@ -219,7 +235,7 @@ def test_per_seed_column_and_seeds_filter(runs_root, capsys):
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
                             "--methods", "mlp")  # fmt: skip
     assert rc == 0, err
-    assert out.splitlines()[0].endswith("| all evals std | last 2 evals per seed |")
+    assert out.splitlines()[0].endswith("| all evals sample std | last 2 evals per seed |")
     # EnvB mlp: seed 2 has no eval/return, so seeds 1 and 3, in seed order
     want = ", ".join(f"{s}: {statistics.mean(mlp_value('EnvB-v0', s, t) for t in STEPS[-2:]):.3f}" for s in (1, 3))
     assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want
@@ -265,7 +281,8 @@ def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     rc, out, err = run_plot(capsys, tmp_path, "--table", "--complete-only")
     assert rc == 0
     seeds, step, final_mean, final_std, *_ = table_rows(out)[("EnvA-v0", "accel", "transformer_return")]
-    assert (seeds, step, final_mean, final_std) == (2, 200, 220.0, 10.0)  # seeds 1 and 3: 210 and 230
+    assert (seeds, step, final_mean) == (2, 200, 220.0)  # seeds 1 and 3: 210 and 230
+    assert final_std == pytest.approx(statistics.stdev([210.0, 230.0]), abs=0.01)
     left_out = [line for line in err.splitlines() if "left out (--complete-only)" in line]
     assert sorted(line.split("__")[2] for line in left_out) == ["2", "4"]
     for seed, name in ((1, "final.pt"), (3, "accelerated.pt")):
@@ -278,6 +295,7 @@ def test_complete_only_keeps_finished_runs(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
     """analysis/study_report.sh on synthetic Hopper-v4 runs: each question's table holds its finished methods, the
     stage-1 questions stop at step 50000, and an unfinished run (no final.pt) is left out."""
@@ -291,14 +309,15 @@ def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
             write_events(str(path), curves, {"exp_name": method, "finetune_steps": 50000})
             if finished:
                 (path / "final.pt").write_bytes(b"")
-    env = {**subprocess_env(), "ROOT": str(tmp_path / "study"), "OUT": str(tmp_path / "figures")}
+    env = {**subprocess_env(), "ROOT": str(tmp_path / "study"), "OUT": str(tmp_path / "figures"), "REPS": "200"}
     result = subprocess.run(["bash", "analysis/study_report.sh"], cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     sections = {}
     for block in result.stdout.split("## ")[1:]:
         title, _, body = block.partition("\n")
-        rows = "\n".join(line for line in body.splitlines() if line.startswith("|"))
+        first = body.split("\n\n| env | method | curve | value |")[0]  # the first table, not the intervals'
+        rows = "\n".join(line for line in first.splitlines() if line.startswith("|"))
         sections.setdefault(title.split(":")[0], []).append(
             table_rows(rows) if "| env | method | curve |" in rows else rows
         )
@@ -315,6 +334,9 @@ def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
     assert not any(key[1] == "accel_ascent" for key in sections["RQ3"][0])  # unfinished
     for name in ("rq1", "rq2", "rq3", "rq4", "bc"):
         assert (tmp_path / "figures" / f"study_{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "figures" / f"study_{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "| Hopper-v4 | mlp | return | all evals | 1 |" in result.stdout  # the intervals' table
+    assert "| P(> accel) [95% CI] |" in result.stdout
 
 
 def test_plot_runs_command_line_exit_code(tmp_path):
@@ -322,6 +344,162 @@ def test_plot_runs_command_line_exit_code(tmp_path):
                             env=subprocess_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == f"plot_runs: error: {tmp_path / 'missing'}: no such folder"
+
+
+def interval_rows(text: str) -> dict:
+    """The second table (rliable's intervals): {(env, method, curve, value): [IQM, IQM low, IQM high, mean, low, high,
+    (P, P low, P high or the cell's words)]}."""
+    rows = {}
+    for line in text.split("\n\n| env | method | curve | value |")[1].strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        numbers = []
+        for cell in cells[5:]:
+            parts = cell.replace("[", "").replace("]", "").replace(",", "").split()
+            numbers += [float(x) for x in parts] if parts[0][0].isdigit() or parts[0][0] == "-" else [cell]
+        rows[tuple(cells[:4])] = numbers
+    return rows
+
+
+def hand_bootstrap(values: list[list[float]], stat, reps: int, seed: int) -> tuple[float, float, float]:
+    """stat's point value and 95% percentile interval, by hand: NumPy's global generator seeded with `seed`, each
+    resample drawing each array's seeds with replacement in turn (rliable 1.2.0's draws), np.percentile's 2.5 and
+    97.5."""
+    np.random.seed(seed)
+    arrays = [np.array(v) for v in values]
+    draws = []
+    for _ in range(reps):
+        draws.append(stat(*[x[np.random.choice(len(x), len(x))] for x in arrays]))
+    return stat(*arrays), *np.percentile(draws, [2.5, 97.5])
+
+
+def iqm_by_hand(x) -> float:
+    """Interquartile mean: drop the lowest and highest quarter (rounded down, as scipy's trim_mean), mean the rest."""
+    x, cut = sorted(x), int(0.25 * len(x))
+    return float(np.mean(x[cut : len(x) - cut]))
+
+
+def improvement_by_hand(x, y) -> float:
+    """P(X > Y): the share of (x, y) pairs with x > y, ties counted half."""
+    return float(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
+
+
+FINALS = {"ref": [10.0, 14.0, 11.0, 30.0, 12.0], "other": [13.0, 9.0, 15.0, 16.0]}
+
+
+@pytest.fixture(scope="module")
+def interval_root(tmp_path_factory):
+    """Two methods on one env: each seed's curve is (its final value - 5, its final value)."""
+    root = tmp_path_factory.mktemp("intervals")
+    for method, finals in FINALS.items():
+        for seed, final in enumerate(finals, 1):
+            write_events(str(root / f"EnvI-v0__{method}__{seed}__{1700000000 + seed}"),
+                         {"eval/return": [(100, final - 5), (200, final)]}, {"exp_name": method})  # fmt: skip
+    return root
+
+
+def test_intervals_equal_a_hand_computed_bootstrap(interval_root, capsys):
+    rc, out, err = run_plot(capsys, interval_root, "--table", "--reference", "ref", "--reps", 300, "--bootstrap-seed",
+                            7, "--digits", 6)  # fmt: skip
+    assert rc == 0, err
+    assert "(rliable 1.2.0, percentile, 300 resamples, bootstrap seed 7)" in out
+    rows = interval_rows(out)
+    for method, finals in FINALS.items():
+        for value, per_seed in (("final (in-run, last evaluation)", finals),
+                                ("all evals", [f - 2.5 for f in finals])):  # fmt: skip
+            got = rows[("EnvI-v0", method, "return", value)]
+            assert got[:3] == pytest.approx(hand_bootstrap([per_seed], iqm_by_hand, 300, 7), abs=1e-6)
+            assert got[3:6] == pytest.approx(hand_bootstrap([per_seed], np.mean, 300, 7), abs=1e-6)
+            if method == "ref":
+                assert got[6] == "reference"
+            else:
+                want = hand_bootstrap([per_seed, [f - 2.5 * (value == "all evals") for f in FINALS["ref"]]],
+                                      improvement_by_hand, 300, 7)  # fmt: skip
+                assert got[6:] == pytest.approx([round(w, 2) for w in want], abs=1e-9)
+    # 5 seeds: the IQM drops the lowest (10) and the highest (30, an outlier): mean(11, 12, 14); the mean keeps both
+    assert rows[("EnvI-v0", "ref", "return", "final (in-run, last evaluation)")][0] == pytest.approx(37 / 3)
+    assert rows[("EnvI-v0", "ref", "return", "final (in-run, last evaluation)")][3] == pytest.approx(15.4)
+
+
+def test_interval_of_three_seeds_is_their_range(tmp_path, capsys):
+    """Exact, whatever the draws: of the 27 equally likely resamples of 3 seeds, the lowest mean (all three the
+    lowest seed) has probability 1/27 > 2.5%, so the 95% interval of the mean runs from the lowest to the highest."""
+    for seed, final in enumerate([0.0, 3.0, 6.0], 1):
+        write_events(str(tmp_path / f"EnvI-v0__m__{seed}__1"), {"eval/return": [(100, final)]})
+    for bootstrap_seed in (1, 2):
+        rc, out, err = run_plot(capsys, tmp_path, "--table", "--reps", 5000, "--bootstrap-seed", bootstrap_seed)
+        assert rc == 0, err
+        assert interval_rows(out)[("EnvI-v0", "m", "return", "final (in-run, last evaluation)")][3:6] == [3, 0, 6]
+
+
+def test_reference_and_rliable_errors_are_one_line(interval_root, capsys, monkeypatch):
+    rc, out, err = run_plot(capsys, interval_root, "--table", "--reference", "nope")
+    assert rc == 2 and err.strip() == "plot_runs: error: --reference nope: not one of the methods (other, ref)"
+    monkeypatch.setitem(sys.modules, "rliable", None)  # as if not installed
+    rc, out, err = run_plot(capsys, interval_root, "--table")
+    assert rc == 2 and out == ""
+    assert (
+        err.strip() == "plot_runs: error: the intervals need rliable: pip install rliable==1.2.0 (see requirements.txt)"
+    )
+
+
+def test_final_eval_takes_final_values_from_final_pt_episodes(interval_root, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(interval_root, root)
+    for seed in (1, 2, 3, 4):
+        with open(root / f"EnvI-v0__other__{seed}__{1700000000 + seed}" / plot_runs.FINAL_EVAL, "w") as f:
+            f.write(
+                "policy,episode,seed,return,length\n" + "".join(f"actor,{k},{k},{seed * 100 + k},9\n" for k in range(3))
+            )
+    rc, out, err = run_plot(capsys, root, "--table", "--methods", "other", "--digits", 3)
+    assert rc == 0 and table_rows(out)[("EnvI-v0", "other", "return")][2] == pytest.approx(13.25)  # in-run
+    rc, out, err = run_plot(capsys, root, "--table", "--methods", "other", "--digits", 3, "--final-eval", "--per-seed")
+    assert rc == 0, err
+    got = table_rows(out)[("EnvI-v0", "other", "return")]
+    assert got[2] == pytest.approx(251.0) and got[8:] == ("1: 101.000, 2: 201.000, 3: 301.000, 4: 401.000",
+                                                          "final.pt, 3 episodes")  # fmt: skip
+    assert out.splitlines()[0].endswith("| final per seed | final from |")
+    assert ("EnvI-v0", "other", "return", "final (final.pt, 3 episodes)") in interval_rows(out)
+    rc, out, err = run_plot(capsys, root, "--table", "--final-eval")  # ref's runs have no eval_final.csv
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "has no eval_final.csv of its return" in err
+
+
+def test_labels_panels_and_handover(tmp_path):
+    labels = {**plot_runs.LABELS, "x": "my method"}
+    assert plot_runs.label("transformer_buf15k", labels) == "transformer from scratch, 15k buffer"
+    assert plot_runs.label("accel_buf10k", labels) == "accelerated transformer, 10k buffer"
+    assert plot_runs.label("mlp", labels) == "MLP TD3" and plot_runs.label("x", labels) == "my method"
+    assert plot_runs.label("study/accel", labels) == "study, accelerated transformer"
+    run = lambda name, **hp: plot_runs.Run(
+        str(tmp_path / name), "E-v0", "m", 1, "1", {}, {k: str(v) for k, v in hp.items()}
+    )  # noqa: E731
+    stage1 = run("E-v0__accel__1__5", accel_steps=50000, finetune_steps=50000, accelerated_checkpoint=None)
+    tuned = run("E-v0__accel_buf10k__1__6", accel_steps=500000, finetune_steps=50000,
+                accelerated_checkpoint="runs/study/E-v0__accel__1__5/accelerated.pt")  # fmt: skip
+    maniskill = run("P-v1__accel__1__7", accel_steps=1000, num_envs=3, finetune_steps=10)
+    only1 = run("E-v0__accel__2__8", accel_steps=300, finetune_steps=0)
+    loaded = {os.path.basename(r.path): r for r in (stage1, tuned)}
+    assert plot_runs.handover_steps([tuned], loaded) == {50000}  # the step of the checkpoint it fine-tuned from
+    assert plot_runs.handover_steps([tuned], {}) == set()  # that run not loaded: no mark rather than a wrong one
+    assert plot_runs.handover_steps([stage1, maniskill, only1], loaded) == {50000, 1002}
+    assert run("E-v0__v__1__9", pomdp="velocity").task == "E-v0 (velocity-only observations)"
+
+
+def test_figure_is_a_300_dpi_png_and_a_pdf_one_panel_per_comparison(runs_root, capsys, tmp_path):
+    from PIL import Image
+
+    rc, out, err = run_plot(capsys, runs_root, "--envs", "EnvA*", "--reference", "accel", "--label", "mlp=the MLP",
+                            "--out", tmp_path / "fig.png")  # fmt: skip
+    assert rc == 0, err
+    assert err.strip().splitlines()[-1] == (f"plot_runs: wrote {tmp_path / 'fig.png'} and {tmp_path / 'fig.pdf'} "
+                                            "(1 panels, 3 curves)")  # fmt: skip
+    with Image.open(tmp_path / "fig.png") as image:
+        assert image.info["dpi"] == pytest.approx((300, 300), abs=0.01) and image.size[0] == 3.5 * 300
+    assert (tmp_path / "fig.pdf").read_bytes()[:5] == b"%PDF-"
+    rc, out, err = run_plot(capsys, runs_root, "--envs", "Env*", "--panel", "acc*", "--panel", "mlp", "--out",
+                            tmp_path / "fig2.pdf")  # fmt: skip
+    assert rc == 0 and "(4 panels, 6 curves)" in err  # two panels per env
+    with Image.open(tmp_path / "fig2.png") as image:
+        assert image.size[0] == 2 * 3.5 * 300
 
 
 # ---------------------------------------------------------------------------------------------------------- grid
