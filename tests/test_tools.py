@@ -2,6 +2,7 @@
 training script (the real scripts' flags, run directories, final.pt/resume.pt and exit codes, in a few lines) plus
 one short real run of td3_accel_mujoco.py."""
 
+import csv
 import json
 import os
 import shutil
@@ -793,10 +794,37 @@ def test_real_run_then_skip_then_plot(tmp_path, capsys):
     assert first.returncode == 0, first.stdout + (root / "logs" / "Pendulum-v1__accel__1.log").read_text()
     (run_dir,) = [d for d in os.listdir(root) if d.startswith("Pendulum-v1__accel__1__")]
     assert os.path.exists(root / run_dir / "final.pt")
-    second = grid(*argv)
-    assert second.returncode == 0 and "1/1 done (1 skipped)" in second.stdout
+    second = grid(*argv[:-5], "--evaluate", 3, *argv[-5:], timeout=120)
+    assert second.returncode == 0 and "1/1 done (1 skipped)" in second.stdout, second.stdout
+    assert "Pendulum-v1 accel seed 1: evaluating final.pt, 3 episodes" in second.stdout
+    assert "Pendulum-v1 accel seed 1: return: mean " in second.stdout and "1 evaluated, 0 failed" in second.stdout
+    with open(root / run_dir / "eval_final.csv") as f:
+        episodes = list(csv.DictReader(f))
+    assert [int(e["episode"]) for e in episodes] == [0, 1, 2] and {e["policy"] for e in episodes} == {"transformer"}
     rc, out, _ = run_plot(capsys, root, "--table")
     assert rc == 0
     rows = table_rows(out)
     assert rows[("Pendulum-v1", "accel", "transformer_return")][:2] == (1, 300)
     assert rows[("Pendulum-v1", "accel", "accelerator_return")][:2] == (1, 250)
+    rc, out, _ = run_plot(capsys, root, "--table", "--final-eval")
+    rows = table_rows(out)
+    final = statistics.mean(float(e["return"]) for e in episodes)
+    assert rows[("Pendulum-v1", "accel", "transformer_return")][2] == pytest.approx(final, abs=0.01)
+    assert rows[("Pendulum-v1", "accel", "transformer_return")][-1] == "final.pt, 3 episodes"
+    assert rows[("Pendulum-v1", "accel", "accelerator_return")][-1] == "in-run, last evaluation"
+    # up to date: nothing to evaluate; another episode count: evaluated again
+    assert "evaluate" not in grid(*argv[:-5], "--evaluate", 3, "--dry-run", *argv[-5:]).stdout.split("runs:")[0]
+    dry = grid(*argv[:-5], "--evaluate", 4, "--dry-run", *argv[-5:]).stdout
+    assert f"0 evaluate {sys.executable} " in dry and f"--episodes 4 --csv {root / run_dir / 'eval_final.csv'}" in dry
+
+
+def test_evaluate_reports_a_failed_evaluation(tmp_path, fake):
+    root = tmp_path / "grid"
+    make_run_dir(root, "A-v0__m__1__100", "final.pt")  # the fake's final.pt: empty, not a checkpoint
+    result = grid("--root", root, "--envs", "A-v0", "--seeds", 1, "--method", f"m:{fake}", "--evaluate", 2)
+    assert result.returncode == 1, result.stdout
+    assert "run 0, A-v0 m seed 1: evaluation FAILED (exit 2): evaluate: error: " in result.stdout
+    assert "final.pt: not a whole checkpoint" in result.stdout and "0 evaluated, 1 failed" in result.stdout
+    assert (root / "logs" / "A-v0__m__1.eval.log").exists() and not (
+        root / "A-v0__m__1__100" / "eval_final.csv"
+    ).exists()

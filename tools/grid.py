@@ -34,6 +34,13 @@ resume.pt and exit (a second one stops them at once). Exit code: 0 when every ru
 (listed with its log), 3 when runs were interrupted, not started or waiting (rerun the same command to resume or
 start them; --index with a waiting run says so in one line on stderr and exits 3, so a requeued task retries),
 2 for bad input.
+
+--evaluate N: then every complete run's final.pt without an up-to-date RUN/eval_final.csv (N episodes, newer than
+final.pt) is evaluated with tools/evaluate.py (N deterministic episodes, --jobs at a time, output appended to
+ROOT/logs/{env_id}__{NAME}__{seed}.eval.log) into RUN/eval_final.csv, which tools/plot_runs.py --final-eval uses
+for the final column in place of the in-run evaluations; a stage-1-only run (no final.pt) is not evaluated. A failed
+evaluation makes the exit code 1. With --index, a complete run is evaluated; a run still to do runs (evaluate it
+by running the same task again once it is complete).
 Never imported by the training scripts.
 """
 
@@ -50,6 +57,7 @@ import time
 from dataclasses import dataclass
 
 PROG = "grid"
+EVAL_CSV = "eval_final.csv"  # tools/evaluate.py's episodes of final.pt, read by tools/plot_runs.py --final-eval
 GRID_FLAGS = ("--env-id", "--seed", "--exp-name", "--run-dir", "--num-threads", "--resume")
 EXIT_INTERRUPTED = 3  # the scripts' code for "interrupted, resume.pt written"
 
@@ -373,6 +381,59 @@ def run_grid(runs: list[Run], a: argparse.Namespace) -> int:
     return 0
 
 
+def needs_evaluation(run_dir: str, episodes: int) -> bool:
+    """A run with final.pt whose eval_final.csv is missing, older than final.pt or of another episode count."""
+    final, table = os.path.join(run_dir, "final.pt"), os.path.join(run_dir, EVAL_CSV)
+    if not os.path.isfile(final):
+        return False
+    if not os.path.isfile(table) or os.path.getmtime(table) < os.path.getmtime(final):
+        return True
+    with open(table) as f:
+        return sum(1 for _ in f) - 1 != episodes
+
+
+def evaluate_command(run: Run, a: argparse.Namespace) -> list[str]:
+    evaluate = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evaluate.py")
+    return [a.python, evaluate, os.path.join(run.run_dir, "final.pt"), "--episodes", str(a.evaluate), "--csv",
+            os.path.join(run.run_dir, EVAL_CSV), "--num-threads", str(a.threads)]  # fmt: skip
+
+
+def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
+    """tools/evaluate.py on the final.pt of every complete run that needs it, --jobs at a time; 1 if one failed."""
+    for r in runs:
+        update_status(r, a.root)
+    todo = [r for r in runs if r.status == "complete" and needs_evaluation(r.run_dir, a.evaluate)]
+    running, failed, done = [], [], 0
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            r = todo.pop(0)
+            log_file = log_path(r, a.root)[: -len(".log")] + ".eval.log"
+            os.makedirs(os.path.dirname(log_file), exist_ok=True)
+            with open(log_file, "a") as log:
+                log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(evaluate_command(r, a))}\n")
+                log.flush()
+                proc = subprocess.Popen(evaluate_command(r, a), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=child_env(a.threads))  # fmt: skip
+            running.append((r, proc, log_file))
+            print(f"grid: run {r.index}, {r.label}: evaluating final.pt, {a.evaluate} episodes", flush=True)
+        time.sleep(0.2)
+        for item in [x for x in running if x[1].poll() is not None]:
+            running.remove(item)
+            r, proc, log_file = item
+            with open(log_file, errors="replace") as f:
+                result = [line.strip() for line in f if line.startswith("return: ")]
+            if proc.returncode == 0 and result:
+                done += 1
+                print(f"grid: run {r.index}, {r.label}: {result[-1]} ({os.path.join(r.run_dir, EVAL_CSV)})")
+            else:
+                failed.append(r)
+                print(f"grid: run {r.index}, {r.label}: evaluation FAILED (exit {proc.returncode}): "
+                      f"{last_line(log_file)}")  # fmt: skip
+    print(f"grid: {done} evaluated, {len(failed)} failed" + "".join(f"\nfailed evaluation: run {r.index}, "
+          f"{r.label}, log {log_path(r, a.root)[: -len('.log')]}.eval.log" for r in failed))  # fmt: skip
+    return 1 if failed else 0
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other bad input
         raise UsageError(message)
@@ -394,6 +455,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print each run's status and command, run nothing")
     p.add_argument("--index", type=int, help="run only the run with this number (0-based, as --dry-run shows)")
     p.add_argument("--python", default=sys.executable, help="the interpreter of the runs (default: this one)")
+    p.add_argument(
+        "--evaluate",
+        type=int,
+        metavar="N",
+        help=f"then evaluate each complete run's final.pt with N episodes into RUN/{EVAL_CSV}",
+    )
     a = p.parse_args(argv)
     a.passthrough = passthrough
     own = {o for action in p._actions for o in action.option_strings if o.startswith("--")} - {"--help"}
@@ -402,6 +469,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"{token} after -- would go to the scripts; grid options go before --")
     if a.jobs < 1 or a.threads < 1:
         p.error("--jobs and --threads must be at least 1")
+    if a.evaluate is not None and a.evaluate < 1:
+        p.error(f"--evaluate {a.evaluate}: give 1 or more episodes")
     return a
 
 
@@ -437,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in chosen:
             if r.status == "complete":
                 print(f"{r.index} complete {r.label}: {r.run_dir}")
+                if a.evaluate and needs_evaluation(r.run_dir, a.evaluate):
+                    print(f"{r.index} evaluate {shlex.join(evaluate_command(r, a))}")
             elif r.needs:
                 print(f"{r.index} waiting {r.label}: needs {r.needs}")
             else:
@@ -451,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         r = chosen[0]
         if r.status == "complete":
             print(f"grid: run {r.index}, {r.label}: complete, {r.run_dir}")
-            return 0
+            return evaluate_runs([r], a) if a.evaluate else 0
         if r.needs:  # exit 3 as for an interrupted run: a requeued array task tries again
             print(f"{PROG}: run {r.index}, {r.label}: waiting, needs {r.needs}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -461,7 +532,11 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         os.execve(a.python, cmd, child_env(a.threads))
-    return run_grid(runs, a)
+    rc = run_grid(runs, a)
+    if a.evaluate:  # the complete runs, whatever happened to the others
+        evaluated = evaluate_runs(runs, a)
+        rc = rc or evaluated
+    return rc
 
 
 if __name__ == "__main__":
