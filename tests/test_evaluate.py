@@ -207,13 +207,15 @@ def test_video_without_moviepy_is_one_line(mujoco_runs, capsys, monkeypatch, tmp
     assert not (tmp_path / "videos").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("moviepy") is None, reason="moviepy is not installed")
 def test_video_records_episodes(mujoco_runs, capsys, tmp_path):
     final = os.path.join(mujoco_runs["td3_accel_lstm_pomdp.py"], "final.pt")
-    rc = evaluate.main([final, "--episodes", 2, "--video", str(tmp_path / "videos")])
+    rc = evaluate.main([final, "--episodes", "2", "--video", str(tmp_path / "videos")])
     assert rc == 0, capsys.readouterr().err
     videos = sorted(os.listdir(tmp_path / "videos"))
     assert [v for v in videos if v.endswith(".mp4")] == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+    assert all(os.path.getsize(tmp_path / "videos" / v) > 1000 for v in videos if v.endswith(".mp4"))
 
 
 def test_command_line(tmp_path):
