@@ -380,9 +380,9 @@ def reference_curve(curves: list[Curve], c: Curve, reference: str) -> Curve | No
 
 def interval_table(curves: list[Curve], a: argparse.Namespace) -> str:
     """IQM and mean with 95% stratified-bootstrap intervals, and P(X > reference), for final and all-evals values."""
-    import rliable as rliable_package
+    from importlib.metadata import version as package_version
 
-    version = getattr(rliable_package, "__version__", None) or "1.2.0"
+    version = package_version("rliable")
     ref = f" | P(> {a.reference}) [95% CI]" if a.reference else ""
     lines = [
         f"95% stratified-bootstrap confidence intervals over seeds (rliable {version}, percentile, {a.reps} resamples, "
