@@ -62,6 +62,7 @@ import logging
 import os
 import re
 import sys
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -511,7 +512,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
     cols = min(len(groups), 2)  # two 3.5-inch panels fill a two-column paper's text width
     rows = -(-len(groups) // cols)
     entries = len({(c.method, "accelerator_" in c.tag) for c in curves})
-    legend_height = 0.3 + 0.14 * -(-entries // cols)
+    legend_height = 0.4 + 0.14 * -(-entries // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.5 * cols, 2.5 * rows + legend_height), squeeze=False,
                              layout="constrained")  # fmt: skip
     for ax in axes.flat[len(groups) :]:
@@ -554,6 +555,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
         ax.grid(alpha=0.3, lw=0.5)
     caption = (f"thick: mean over seeds; thin: each seed; shaded: 95% bootstrap CI of the mean (rliable, {a.reps} "
                "resamples)")  # fmt: skip
+    caption = textwrap.fill(caption, 75 * cols)  # about 75 characters of 6.5-pt text per 3.5-inch panel
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=cols, frameon=False,
                title=caption, title_fontsize=6.5)  # fmt: skip
     stem, ext = os.path.splitext(a.out)
