@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# A td3_accel_mujoco.py run that outlives Slurm's time limit and preemption (README, "Interrupting and resuming a
-# run"). 120 s before the limit Slurm sends SIGTERM to this script, which passes it on; the run finishes its step,
-# writes resume.pt and exits 3, and the job requeues itself. Each start resumes the newest run directory of this
-# env, experiment name and seed if it holds resume.pt, else starts a fresh run (extra arguments go to fresh runs):
+# A td3_accel_mujoco.py run that outlives Slurm's time limit (README, "Interrupting and resuming a run"). 120 s
+# before the limit Slurm sends SIGUSR1 to this script (--signal=B:USR1@120), which passes it on to the run as
+# SIGTERM; the run finishes its step, writes resume.pt and exits 3, and the job requeues itself. Each start resumes
+# the newest run directory of this env, experiment name and seed if it holds resume.pt, else starts a fresh run
+# (extra arguments go to fresh runs):
 #
 #   ENV_ID=Ant-v4 SEED=1 sbatch examples/slurm_resume.sh --buffer-size 15000
+#
+# Slurm ends a job (scancel, scontrol requeue, preemption, the time limit itself) by sending SIGCONT and SIGTERM to
+# every process of the job, the run included, so this script passes no SIGTERM on (a second one would make the run
+# quit at once without writing resume.pt). After scancel the run writes resume.pt and the job stays cancelled
+# (submit it again to resume); after scontrol requeue or a preemption Slurm requeues the job itself. A requeued job
+# starts again after Slurm's credential lifetime (AuthInfo cred_expire, 120 s by default). By hand,
+# `scancel --batch --signal=USR1 JOBID` is the time-limit warning: the job writes resume.pt, requeues and resumes.
+# examples/slurm/check_recipes.sh runs this script on a one-node Slurm (examples/slurm/local_cluster.sh).
 #
 #SBATCH --job-name=td3-accel
 #SBATCH --time=24:00:00
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=16G
 #SBATCH --requeue
-#SBATCH --signal=B:TERM@120
+#SBATCH --signal=B:USR1@120
 #SBATCH --open-mode=append
 #SBATCH --output=slurm-%x-%j.out
 set -uo pipefail
@@ -21,32 +30,40 @@ ENV_ID=${ENV_ID:-HalfCheetah-v4}
 SEED=${SEED:-1}
 EXP_NAME=${EXP_NAME:-td3_accel_mujoco}
 RUN_DIR=${RUN_DIR:-runs}
+THREADS=${SLURM_CPUS_PER_TASK:-2}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 cd "${SLURM_SUBMIT_DIR:-.}" || exit 1
 
 # run directories are named ENV__EXP__SEED__UNIXTIME[_], so the last in glob order is the newest
 runs=("$RUN_DIR/${ENV_ID}__${EXP_NAME}__${SEED}__"*)
 if (( ${#runs[@]} )) && [[ -f ${runs[-1]}/resume.pt ]]; then
-  args=(--resume "${runs[-1]}")
+  args=(--resume "${runs[-1]}" --num-threads "$THREADS")
 else
-  args=(--env-id "$ENV_ID" --seed "$SEED" --exp-name "$EXP_NAME" --run-dir "$RUN_DIR"
-        --num-threads "${SLURM_CPUS_PER_TASK:-2}" "$@")
+  args=(--env-id "$ENV_ID" --seed "$SEED" --exp-name "$EXP_NAME" --run-dir "$RUN_DIR" --num-threads "$THREADS" "$@")
 fi
 
+pid= warned=0 ended=0 signalled=0
+trap 'signalled=1 warned=1; [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' USR1
+trap 'signalled=1 ended=1' TERM
 # bash runs a trap only between commands: run the script in the background and wait for it
-term=0
-trap 'term=1; kill -TERM "$pid" 2>/dev/null' TERM
 python td3_accel_mujoco.py "${args[@]}" &
 pid=$!
-wait "$pid"
-rc=$?
-if (( term )); then  # the trap cut the first wait short: wait for the run's own exit code
+(( warned )) && kill -TERM "$pid" 2>/dev/null  # the warning came while it was starting
+rc=
+while :; do
+  signalled=0
   wait "$pid"
-  rc=$?
-fi
+  status=$?
+  (( status == 127 )) && break  # already reported
+  rc=$status
+  (( signalled )) || break      # the run's exit code, not a trap cutting the wait short
+done
 
-# 3: interrupted, resume.pt written; 143 after our SIGTERM: it came before the run had set its handler (start-up)
-if (( rc == 3 || (term && rc == 143) )); then
+# 3: interrupted, resume.pt written; 143 after our SIGTERM: it came during the run's start-up (nothing new to save)
+if (( (warned && (rc == 3 || rc == 143)) || (rc == 3 && !ended) )); then
   echo "run interrupted (exit code $rc): requeueing job ${SLURM_JOB_ID:-?} to resume it"
   [[ -n ${SLURM_JOB_ID:-} ]] && scontrol requeue "$SLURM_JOB_ID"
+elif (( rc == 3 )); then
+  echo "run interrupted as Slurm ended the job: resume.pt written; submit again to resume (a requeue does itself)"
 fi
 exit "$rc"
