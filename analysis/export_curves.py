@@ -3,30 +3,31 @@ made again from the repository when runs/ is gone (runs/ is never committed, and
 
     python analysis/export_curves.py runs/ant results/ant/curves
 
-For every run directory under ROOT that tools/grid.py counts as complete, writes OUT/{env}__{method}__{seed}.csv
-(columns step, tag, value: every eval/* scalar and charts/SPS, the last value where a resumed run logged a step
-twice) and OUT/{env}__{method}__{seed}.json (the run's directory name, its logged flags, the wall-clock span of its
-events in seconds and its last logged SPS per stage). Unfinished runs are listed and left out. Rerunning it rewrites
-the files of the runs it finds; files of runs no longer under ROOT are kept.
+For every run directory under ROOT that tools/grid.py counts as complete, writes OUT/RUN (RUN: the run directory's
+own name) holding curves.csv (columns step, tag, value: every eval/* scalar, charts/SPS and charts/stage, the last
+value where a resumed run logged a step twice, exact to float32), run.json (its logged flags, the wall-clock span of
+its events in seconds and its last logged SPS per stage) and, where tools/grid.py --evaluate wrote one, a copy of its
+eval_final.csv. tools/plot_runs.py reads such a folder as it reads the run itself. Unfinished runs are listed and left
+out. Rerunning it rewrites the folders of the runs it finds; those of runs no longer under ROOT are kept.
 """
 
 import csv
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tools.grid import is_complete  # noqa: E402
-from tools.plot_runs import RUN_NAME, find_runs, parse_hparams  # noqa: E402
+from tools.plot_runs import EXPORTED, FINAL_EVAL, find_runs, parse_hparams  # noqa: E402
 
 TAGS = ("eval/", "charts/SPS", "charts/stage")
 
 
 def export(path: str, out: str) -> str | None:
-    """Writes the run's CSV and JSON; returns their stem, or None for an unfinished run."""
+    """Writes the run's folder under out; returns its path, or None for an unfinished run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    name = RUN_NAME.match(os.path.basename(os.path.normpath(path)))
     ea = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
     ea.Reload()  # every event file of the run, honouring the purge markers a resumed run writes
     hparams = {}
@@ -42,22 +43,24 @@ def export(path: str, out: str) -> str | None:
             for e in ea.Scalars(tag):
                 rows[(e.step, tag)] = e.value  # a step logged twice: the last value
                 wall.append(e.wall_time)
-    stem = f"{name['env']}__{name['exp']}__{name['seed']}"
-    with open(os.path.join(out, stem + ".csv"), "w", newline="") as f:
+    folder = os.path.join(out, os.path.basename(os.path.normpath(path)))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, EXPORTED), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "tag", "value"])
         for (step, tag), value in sorted(rows.items()):
-            w.writerow([step, tag, f"{value:.6g}"])
+            w.writerow([step, tag, repr(value)])
     sps = {}  # the last SPS each stage logged (charts/stage says which stage a step belongs to)
     stages = {s: v for (s, t), v in rows.items() if t == "charts/stage"}
     for (step, tag), value in sorted(rows.items()):
         if tag == "charts/SPS":
             sps[f"stage{int(stages.get(step, 1))}"] = value
-    meta = {"run": os.path.basename(os.path.normpath(path)), "args": hparams, "wall_seconds": max(wall) - min(wall),
-            "last_sps": sps}  # fmt: skip
-    with open(os.path.join(out, stem + ".json"), "w") as f:
+    meta = {"args": hparams, "wall_seconds": round(max(wall) - min(wall), 1), "last_sps": sps}
+    with open(os.path.join(folder, "run.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
-    return stem
+    if os.path.isfile(os.path.join(path, FINAL_EVAL)):
+        shutil.copyfile(os.path.join(path, FINAL_EVAL), os.path.join(folder, FINAL_EVAL))
+    return folder
 
 
 def main(argv: list[str]) -> int:
@@ -70,8 +73,10 @@ def main(argv: list[str]) -> int:
         return 2
     os.makedirs(out, exist_ok=True)
     for path in find_runs([root]):
-        stem = export(path, out)
-        print(f"{path}: " + (f"{out}/{stem}.csv" if stem else "unfinished, left out"))
+        if os.path.isfile(os.path.join(path, EXPORTED)):
+            continue  # already an export (OUT inside ROOT)
+        folder = export(path, out)
+        print(f"{path}: " + (folder if folder else "unfinished, left out"))
     return 0
 
 

@@ -76,6 +76,7 @@ else:  # run as python tools/plot_runs.py: its folder is on sys.path
 RUN_NAME = re.compile(r"^(?P<env>.+?)__(?P<exp>.+)__(?P<seed>-?\d+)__(?P<time>\d+)_*$")
 METRICS = ("return", "success_once", "success_at_end")
 PROG = "plot_runs"
+EXPORTED = "curves.csv"  # a run kept by analysis/export_curves.py
 FINAL_EVAL = "eval_final.csv"  # tools/evaluate.py's episodes of final.pt, as tools/grid.py --evaluate writes them
 
 
@@ -114,7 +115,8 @@ def note(message: str) -> None:
 
 
 def find_runs(roots: list[str]) -> list[str]:
-    """Run directories (named like a run, holding an event file) anywhere under the roots."""
+    """Run directories (named like a run, holding an event file, or the CSV of analysis/export_curves.py: a finished
+    run's curves kept in the repository) anywhere under the roots."""
     found = []
     for root in roots:
         if not os.path.isdir(root):
@@ -122,7 +124,7 @@ def find_runs(roots: list[str]) -> list[str]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             if RUN_NAME.match(os.path.basename(os.path.normpath(dirpath))) and any(
-                f.startswith("events.out.tfevents") for f in filenames
+                f.startswith("events.out.tfevents") or f == EXPORTED for f in filenames
             ):
                 found.append(dirpath)
                 dirnames[:] = []  # no runs inside a run
@@ -140,10 +142,12 @@ def parse_hparams(markdown: str) -> dict:
 
 
 def load_run(path: str, max_step: int | None = None, min_step: int | None = None) -> Run:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     m = RUN_NAME.match(os.path.basename(os.path.normpath(path)))
     run = Run(path, m["env"], m["exp"], int(m["seed"]), m["time"])
+    if os.path.isfile(os.path.join(path, EXPORTED)):
+        return load_exported(run, max_step, min_step)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     ea = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
     ea.Reload()  # all event files of the directory, in order, honouring purge markers of resumed runs
     tags = ea.Tags()
@@ -161,8 +165,30 @@ def load_run(path: str, max_step: int | None = None, min_step: int | None = None
     return run
 
 
+def load_exported(run: Run, max_step: int | None, min_step: int | None) -> Run:
+    """A run as analysis/export_curves.py kept it: its eval/* scalars (curves.csv) and logged flags (run.json)."""
+    import csv
+    import json
+
+    with open(os.path.join(run.path, EXPORTED), newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            if (
+                row["tag"].startswith("eval/")
+                and (max_step is None or step <= max_step)
+                and (min_step is None or step >= min_step)
+            ):
+                run.scalars.setdefault(row["tag"], {})[step] = float(row["value"])
+    with open(os.path.join(run.path, "run.json")) as f:
+        run.hparams = json.load(f)["args"]
+    return run
+
+
 def is_complete(run: Run) -> bool:
-    """tools/grid.py's rule, with stage 2's presence read from the logged hyperparameters."""
+    """tools/grid.py's rule, with stage 2's presence read from the logged hyperparameters; an exported run is one
+    that was complete."""
+    if os.path.isfile(os.path.join(run.path, EXPORTED)):
+        return True
     stage1_only = run.hparams.get("finetune_steps", "").replace("_", "").strip() == "0"
     return grid_is_complete(run.path, stage2=not stage1_only)
 

@@ -1,0 +1,48 @@
+"""analysis/export_curves.py keeps a finished run's curves in the repository; tools/plot_runs.py reads the exported
+folder as it reads the run: the same tables from the CSV as from the TensorBoard events, and the run itself gone."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accel_helpers import REPO_ROOT, run_script, subprocess_env  # noqa: E402
+
+TINY = ["--env-id", "Pendulum-v1", "--accel-steps", "300", "--learning-starts", "100", "--finetune-steps", "100",
+        "--eval-frequency", "100", "--eval-episodes", "1", "--batch-size", "16", "--dim-model", "16",
+        "--dim-feedforward", "32", "--critic-warmup", "20"]  # fmt: skip
+
+
+def tool(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_exported_runs_give_the_same_tables_and_unfinished_runs_are_left_out(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "curves"
+    for seed in (1, 2):
+        r = run_script("td3_accel_mujoco.py", [*TINY, "--seed", seed, "--run-dir", runs, "--exp-name", "accel"])
+        assert r.returncode == 0, r.stderr
+    # an unfinished run: its events, no final.pt (as a run interrupted before its first resume.pt)
+    r = run_script("td3_accel_mujoco.py", [*TINY, "--seed", 3, "--run-dir", runs, "--exp-name", "accel"])
+    unfinished = next(p for p in runs.iterdir() if "__3__" in p.name)
+    os.remove(unfinished / "final.pt")
+    r = tool("analysis/export_curves.py", runs, out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in runs.iterdir() if "__3__" not in p.name)
+    assert "unfinished, left out" in r.stdout
+    table = ["tools/plot_runs.py", "--table", "--complete-only", "--reference", "accel", "--per-seed"]
+    before = tool(*table[:1], runs, *table[1:])
+    shutil.rmtree(runs)  # runs/ is gone: the repository's copy is all there is
+    after = tool(*table[:1], out, *table[1:])
+    assert before.returncode == after.returncode == 0, before.stderr + after.stderr
+    assert "| Pendulum-v1 | accel | transformer_return |" in after.stdout
+    assert after.stdout == before.stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    r = tool("analysis/export_curves.py", tmp_path / "missing", tmp_path / "out")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    r = tool("analysis/export_curves.py", tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
