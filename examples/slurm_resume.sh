@@ -60,9 +60,12 @@ while :; do
 done
 
 # 3: interrupted, resume.pt written; 143 after our SIGTERM: it came during the run's start-up (nothing new to save)
+# (an array task requeues itself as JOBID_TASK: its own SLURM_JOB_ID may be the whole array's id)
 if (( (warned && (rc == 3 || rc == 143)) || (rc == 3 && !ended) )); then
-  echo "run interrupted (exit code $rc): requeueing job ${SLURM_JOB_ID:-?} to resume it"
-  [[ -n ${SLURM_JOB_ID:-} ]] && scontrol requeue "$SLURM_JOB_ID"
+  job=${SLURM_JOB_ID:-}
+  [[ -n ${SLURM_ARRAY_JOB_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID
+  echo "run interrupted (exit code $rc): requeueing job ${job:-?} to resume it"
+  [[ -n $job ]] && scontrol requeue "$job"
 elif (( rc == 3 )); then
   echo "run interrupted as Slurm ended the job: resume.pt written; submit again to resume (a requeue does itself)"
 fi

@@ -403,3 +403,25 @@ def test_slurm_resume_cancelled_stays_cancelled_and_resumes_when_submitted_again
     [record] = wait_done(sbatch(*submit, env=env))
     assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), record
     check_resumed(run, read(out), reference["runs"][0], "accel")
+
+
+def test_array_waiting_task_requeues_itself_until_the_run_it_needs_is_done(cluster, tmp_path):
+    """A run whose flags glob another run's output (RQ4's --accelerated-checkpoint) waits: grid.py --index exits 3 and
+    the task requeues itself, as JOBID_TASK (the last task's own job id is the whole array's: requeueing that id
+    requeued every task, the run it waits for included, over and over), until the other run has written it."""
+    tiny = ACCEL.split("--batch-size", 1)[1]
+    root = tmp_path / "runs"
+    methods = ["--method", f"a:td3_accel_mujoco.py:--accel-steps 400 --finetune-steps 0 --batch-size{tiny}",
+               "--method", f"b:td3_accel_mujoco.py:--finetune-steps 200 --batch-size{tiny} "
+               "--accelerated-checkpoint '{root}/{env_id}__a__{seed}__*/accelerated.pt'"]  # fmt: skip
+    args = ["--root", str(root), "--envs", ENV, "--seeds", "1", *methods, "--", *COMMON]
+    job = sbatch("--array=0-1", f"--output={tmp_path}/slurm-%A_%a.out", ARRAY, *args)
+    records = {int(r["ArrayTaskId"]): r for r in wait_done(job)}
+    for r in records.values():
+        assert (r["JobState"], r["ExitCode"]) == ("COMPLETED", "0:0"), r
+    assert records[0]["Restarts"] == "0", records[0]  # the run waited for ran once
+    assert records[1]["JobId"] == job and int(records[1]["Restarts"]) >= 1, records[1]
+    out = read(f"{tmp_path}/slurm-{job}_1.out")
+    assert "grid: run 1, Pendulum-v1 b seed 1: waiting, needs" in out and f"requeueing task {job}_1" in out, out
+    assert os.path.isfile(os.path.join(run_dir(root, "a", 1), "accelerated.pt"))
+    assert os.path.isfile(os.path.join(run_dir(root, "b", 1), "final.pt"))

@@ -65,9 +65,11 @@ done
 
 # 3: interrupted with resume.pt written, or waiting for another run's output; 143 after our SIGTERM: it came
 # during the run's start-up, before its handler was set
+# (this task: JOBID_TASK; the task's own SLURM_JOB_ID is the whole array's id for one of the tasks)
 if (( (warned && (rc == 3 || rc == 143)) || (rc == 3 && !ended) )); then
-  echo "grid_array.sh: run $SLURM_ARRAY_TASK_ID exited $rc: requeueing task ${SLURM_JOB_ID:-?}"
-  scontrol requeue "$SLURM_JOB_ID"
+  task=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID
+  echo "grid_array.sh: run $SLURM_ARRAY_TASK_ID exited $rc: requeueing task $task"
+  scontrol requeue "$task"
 elif (( rc == 3 )); then
   echo "grid_array.sh: run $SLURM_ARRAY_TASK_ID exited 3 as Slurm ended the task: resume.pt written, submit again"
 fi
