@@ -7,13 +7,14 @@
 #
 #   ENV_ID=Ant-v4 SEED=1 sbatch examples/slurm_resume.sh --buffer-size 15000
 #
-# Slurm ends a job (scancel, scontrol requeue, preemption, the time limit itself) by sending SIGCONT and SIGTERM to
-# every process of the job, the run included, so this script passes no SIGTERM on (a second one would make the run
-# quit at once without writing resume.pt). After scancel the run writes resume.pt and the job stays cancelled
-# (submit it again to resume); after scontrol requeue or a preemption Slurm requeues the job itself. A requeued job
-# starts again after Slurm's credential lifetime (AuthInfo cred_expire, 120 s by default). By hand,
-# `scancel --batch --signal=USR1 JOBID` is the time-limit warning: the job writes resume.pt, requeues and resumes.
-# examples/slurm/check_recipes.sh runs this script on a one-node Slurm (examples/slurm/local_cluster.sh).
+# Slurm may send the warning up to 60 s early. To end a job (scancel, with --signal=KILL too; scontrol requeue; the
+# time limit) Slurm sends SIGCONT and SIGTERM to every process of it, the run included, and SIGKILL after KillWait
+# (30 s by default): the run writes resume.pt on its own, and this script passes no SIGTERM on (a second one would
+# make the run quit at once without writing it). After scancel the job stays cancelled (submit it again to resume);
+# after scontrol requeue Slurm requeues it itself. A requeued job starts again after Slurm's credential lifetime
+# (AuthInfo cred_expire, 120 s by default). By hand, `scancel --batch --signal=USR1 JOBID` is the time-limit
+# warning: the job writes resume.pt, requeues itself and resumes.
+# tests/test_slurm.py runs this script on a one-node Slurm (examples/slurm/local_cluster.sh).
 #
 #SBATCH --job-name=td3-accel
 #SBATCH --time=24:00:00

@@ -8,16 +8,17 @@
 #   sbatch --array=0-3 examples/slurm/grid_array.sh --root runs/tiny --envs Pendulum-v1 --seeds 1 2 \
 #       --method accel:td3_accel_mujoco.py --method mlp:baselines/td3_mlp_mujoco.py -- --checkpoint-frequency 1000
 #
-# Signals, as a real Slurm (22.05) sends them. 300 s before the time limit, --signal=B:USR1@300 sends SIGUSR1 to
-# this shell alone: it passes it on to the run as the SIGTERM the scripts expect (finish the step, write resume.pt,
-# exit 3) and requeues the task when the run has exited. Slurm ends a job (scancel, scontrol requeue, preemption, the
-# time limit itself) by sending SIGCONT and SIGTERM to every process of the job, the run included, so this shell
-# passes no SIGTERM on: a second one would make the run quit at once without writing resume.pt. After scancel the
-# run writes resume.pt and the task stays cancelled (submit the array again to resume it); after scontrol requeue
-# or a preemption Slurm requeues the task itself. A requeued task starts again after Slurm's credential lifetime
-# (AuthInfo cred_expire, 120 s by default). By hand: `scancel --batch --signal=USR1 JOBID_K` is the time-limit
-# warning, so the task writes resume.pt, requeues itself and resumes. A task whose run waits for another's
-# output (a glob in its flags that matches nothing yet: grid.py exits 3) requeues itself to look again.
+# Signals, as Slurm 22.05 sends them (tests/test_slurm.py runs this file on a one-node Slurm). 300 s before the time
+# limit (Slurm may send it up to 60 s earlier), --signal=B:USR1@300 sends SIGUSR1 to this shell alone: it passes it
+# on to the run as the SIGTERM the scripts expect (finish the step, write resume.pt, exit 3) and requeues the task
+# once the run has exited. To end a job (scancel, with --signal=KILL too; scontrol requeue; the time limit) Slurm
+# sends SIGCONT and SIGTERM to every process of it, the run included, and SIGKILL after KillWait (30 s by default):
+# the run writes resume.pt on its own, and this shell passes no SIGTERM on (a second one would make the run quit at
+# once without writing it). After scancel the task stays cancelled (submit the array again to resume it); after
+# scontrol requeue Slurm requeues it itself. A requeued task starts again after Slurm's credential lifetime
+# (AuthInfo cred_expire, 120 s by default). By hand, `scancel --batch --signal=USR1 JOBID_K` is the time-limit
+# warning: the task writes resume.pt, requeues itself and resumes. A task whose run waits for another run's output
+# (a glob in its flags that matches nothing yet: grid.py --index exits 3) requeues itself to look again.
 #
 #SBATCH --job-name=grid
 #SBATCH --array=0-11

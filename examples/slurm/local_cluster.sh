@@ -72,6 +72,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 SchedulerType=sched/backfill
+# look at pending jobs every 5 s (defaults 60 and 30): a requeued job starts soon after cred_expire
+SchedulerParameters=sched_interval=5,bf_interval=5
 # one job per CPU: two --cpus-per-task=1 tasks run side by side on a 2-CPU machine
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
