@@ -588,7 +588,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     paths = [stem + ".png", stem + ".pdf"] + ([a.out] if ext.lower() not in (".png", ".pdf") else [])
     for path in paths:
-        fig.savefig(path, dpi=300)
+        fig.savefig(path, dpi=300, bbox_inches="tight")  # a long legend grows the figure, never clipped
     plt.close(fig)
     return paths, len(groups)
 
