@@ -485,6 +485,19 @@ def test_labels_panels_and_handover(tmp_path):
     assert run("E-v0__v__1__9", pomdp="velocity").task == "E-v0 (velocity-only observations)"
 
 
+def test_a_long_legend_grows_the_figure_instead_of_being_clipped(runs_root, capsys, tmp_path):
+    from PIL import Image
+
+    widths = {}
+    for name, words in (("short", "the MLP"), ("long", "the MLP, " + "with a very long description " * 8)):
+        rc, _, err = run_plot(capsys, runs_root, "--envs", "EnvA*", "--reference", "accel", "--label",
+                              f"mlp={words}", "--out", tmp_path / f"{name}.png")  # fmt: skip
+        assert rc == 0, err
+        with Image.open(tmp_path / f"{name}.png") as image:
+            widths[name] = image.size[0]
+    assert widths["long"] > 1.5 * widths["short"], widths  # the whole legend line is in the picture
+
+
 def test_figure_is_a_300_dpi_png_and_a_pdf_one_panel_per_comparison(runs_root, capsys, tmp_path):
     from PIL import Image
 
