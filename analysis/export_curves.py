@@ -18,8 +18,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tools.grid import is_complete  # noqa: E402
-from tools.plot_runs import EXPORTED, FINAL_EVAL, find_runs, parse_hparams  # noqa: E402
+from tools.plot_runs import EXPORTED, FINAL_EVAL, RUN_NAME, Run, find_runs, is_complete, logged_hparams  # noqa: E402
 
 TAGS = ("eval/", "charts/SPS", "charts/stage")
 
@@ -30,12 +29,9 @@ def export(path: str, out: str) -> str | None:
 
     ea = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
     ea.Reload()  # every event file of the run, honouring the purge markers a resumed run writes
-    hparams = {}
-    if "hyperparameters/text_summary" in ea.Tags()["tensors"]:
-        proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
-        hparams = parse_hparams(b"".join(proto.string_val).decode())
-    stage2 = hparams.get("finetune_steps", "").replace("_", "").strip() != "0"
-    if not is_complete(path, stage2=stage2):
+    m = RUN_NAME.match(os.path.basename(os.path.normpath(path)))
+    run = Run(path, m["env"], m["exp"], int(m["seed"]), m["time"], hparams=logged_hparams(ea))
+    if not is_complete(run):  # plot_runs' (and so tools/grid.py's) rule
         return None
     rows, wall = {}, []
     for tag in ea.Tags()["scalars"]:
@@ -55,7 +51,7 @@ def export(path: str, out: str) -> str | None:
     for (step, tag), value in sorted(rows.items()):
         if tag == "charts/SPS":
             sps[f"stage{int(stages.get(step, 1))}"] = value
-    meta = {"args": hparams, "wall_seconds": round(max(wall) - min(wall), 1), "last_sps": sps}
+    meta = {"args": run.hparams, "wall_seconds": round(max(wall) - min(wall), 1), "last_sps": sps}
     with open(os.path.join(folder, "run.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
     if os.path.isfile(os.path.join(path, FINAL_EVAL)):

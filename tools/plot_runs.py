@@ -159,10 +159,16 @@ def load_run(path: str, max_step: int | None = None, min_step: int | None = None
                 for e in ea.Scalars(tag)
                 if (max_step is None or e.step <= max_step) and (min_step is None or e.step >= min_step)
             }
-    if "hyperparameters/text_summary" in tags["tensors"]:
-        proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
-        run.hparams = parse_hparams(b"".join(proto.string_val).decode())
+    run.hparams = logged_hparams(ea)
     return run
+
+
+def logged_hparams(ea) -> dict:
+    """The hyperparameter table a run logged, from its loaded EventAccumulator ({} if it logged none)."""
+    if "hyperparameters/text_summary" not in ea.Tags()["tensors"]:
+        return {}
+    proto = ea.Tensors("hyperparameters/text_summary")[0].tensor_proto
+    return parse_hparams(b"".join(proto.string_val).decode())
 
 
 def load_exported(run: Run, max_step: int | None, min_step: int | None) -> Run:
