@@ -43,26 +43,9 @@ else
   args=(--env-id "$ENV_ID" --seed "$SEED" --exp-name "$EXP_NAME" --run-dir "$RUN_DIR" --num-threads "$THREADS" "$@")
 fi
 
-pid= warned=0 ended=0 signalled=0
-trap 'signalled=1 warned=1; [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' USR1
-trap 'signalled=1 ended=1' TERM
-# bash runs a trap only between commands: run the script in the background and wait for it
-python td3_accel_mujoco.py "${args[@]}" &
-pid=$!
-(( warned )) && kill -TERM "$pid" 2>/dev/null  # the warning came while it was starting
-rc=
-while :; do
-  signalled=0
-  wait "$pid"
-  status=$?
-  (( status == 127 )) && break  # already reported
-  rc=$status
-  (( signalled )) || break      # the run's exit code, not a trap cutting the wait short
-done
-
-# 3: interrupted, resume.pt written; 143 after our SIGTERM: it came during the run's start-up (nothing new to save)
-# (an array task requeues itself as JOBID_TASK: its own SLURM_JOB_ID may be the whole array's id)
-if (( (warned && (rc == 3 || rc == 143)) || (rc == 3 && !ended) )); then
+source examples/slurm/run_forwarding.sh
+# an array task requeues itself as JOBID_TASK: its own SLURM_JOB_ID may be the whole array's id
+if run_forwarding python td3_accel_mujoco.py "${args[@]}"; then
   job=${SLURM_JOB_ID:-}
   [[ -n ${SLURM_ARRAY_JOB_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID
   echo "run interrupted (exit code $rc): requeueing job ${job:-?} to resume it"

@@ -47,27 +47,10 @@ while (( $# )) && [[ $1 != -- ]]; do grid+=("$1"); shift; done
 runs=("$@")
 grid+=(--index "$SLURM_ARRAY_TASK_ID")
 
-pid= warned=0 ended=0 signalled=0
-trap 'signalled=1 warned=1; [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null' USR1
-trap 'signalled=1 ended=1' TERM
-# grid.py execs the run in its own process: $pid is the run (bash runs a trap only between commands, so wait)
-python tools/grid.py "${grid[@]}" "${runs[@]}" &
-pid=$!
-(( warned )) && kill -TERM "$pid" 2>/dev/null  # the warning came while it was starting
-rc=
-while :; do
-  signalled=0
-  wait "$pid"
-  status=$?
-  (( status == 127 )) && break  # already reported
-  rc=$status
-  (( signalled )) || break      # the run's exit code, not a trap cutting the wait short
-done
-
-# 3: interrupted with resume.pt written, or waiting for another run's output; 143 after our SIGTERM: it came
-# during the run's start-up, before its handler was set
-# (this task: JOBID_TASK; the task's own SLURM_JOB_ID is the whole array's id for one of the tasks)
-if (( (warned && (rc == 3 || rc == 143)) || (rc == 3 && !ended) )); then
+source examples/slurm/run_forwarding.sh
+# grid.py execs the run in its own process, so the warning passed on reaches the run itself. Requeue this task as
+# JOBID_TASK: the task's own SLURM_JOB_ID is the whole array's id for one of the tasks
+if run_forwarding python tools/grid.py "${grid[@]}" "${runs[@]}"; then
   task=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID
   echo "grid_array.sh: run $SLURM_ARRAY_TASK_ID exited $rc: requeueing task $task"
   scontrol requeue "$task"
