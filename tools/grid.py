@@ -398,6 +398,11 @@ def evaluate_command(run: Run, a: argparse.Namespace) -> list[str]:
             os.path.join(run.run_dir, EVAL_CSV), "--num-threads", str(a.threads)]  # fmt: skip
 
 
+def eval_log_path(run: Run, root: str) -> str:
+    """Where a run's evaluation output goes: beside its training log, ROOT/logs/{env_id}__{NAME}__{seed}.eval.log."""
+    return log_path(run, root)[: -len(".log")] + ".eval.log"
+
+
 def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
     """tools/evaluate.py on the final.pt of every complete run that needs it, --jobs at a time; 1 if one failed."""
     for r in runs:
@@ -407,7 +412,7 @@ def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
     while todo or running:
         while todo and len(running) < a.jobs:
             r = todo.pop(0)
-            log_file = log_path(r, a.root)[: -len(".log")] + ".eval.log"
+            log_file = eval_log_path(r, a.root)
             os.makedirs(os.path.dirname(log_file), exist_ok=True)
             with open(log_file, "a") as log:
                 log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(evaluate_command(r, a))}\n")
@@ -430,7 +435,7 @@ def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
                 print(f"grid: run {r.index}, {r.label}: evaluation FAILED (exit {proc.returncode}): "
                       f"{last_line(log_file)}")  # fmt: skip
     print(f"grid: {done} evaluated, {len(failed)} failed" + "".join(f"\nfailed evaluation: run {r.index}, "
-          f"{r.label}, log {log_path(r, a.root)[: -len('.log')]}.eval.log" for r in failed))  # fmt: skip
+          f"{r.label}, log {eval_log_path(r, a.root)}" for r in failed))  # fmt: skip
     return 1 if failed else 0
 
 

@@ -69,15 +69,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 if __package__:  # imported as tools.plot_runs
+    from .grid import EVAL_CSV as FINAL_EVAL  # tools/evaluate.py's episodes of final.pt (tools/grid.py --evaluate)
     from .grid import is_complete as grid_is_complete
 else:  # run as python tools/plot_runs.py: its folder is on sys.path
+    from grid import EVAL_CSV as FINAL_EVAL
     from grid import is_complete as grid_is_complete
 
 RUN_NAME = re.compile(r"^(?P<env>.+?)__(?P<exp>.+)__(?P<seed>-?\d+)__(?P<time>\d+)_*$")
 METRICS = ("return", "success_once", "success_at_end")
 PROG = "plot_runs"
 EXPORTED = "curves.csv"  # a run kept by analysis/export_curves.py
-FINAL_EVAL = "eval_final.csv"  # tools/evaluate.py's episodes of final.pt, as tools/grid.py --evaluate writes them
 
 
 class UsageError(Exception):
