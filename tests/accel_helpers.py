@@ -11,6 +11,9 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+import torch
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
@@ -445,3 +448,64 @@ def assert_same_bc_runs(new, ref):
             torch.testing.assert_close(a[k], b[k], **TOL)
     for i in (0, 1):
         assert_same_parameters(new[i], ref[i])
+
+
+class NumpyReplayBuffer:
+    """The scripts' numpy replay buffer before issue 25 made one buffer for CPU and GPU: the reference the single
+    buffer must hold, gather and save (resume.pt's format) exactly as."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
+        self.size, self.device = size, device
+        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
+        self.actions = np.zeros((size, act_dim), dtype=np.float32)
+        self.rewards = np.zeros(size, dtype=np.float32)
+        self.terminations = np.zeros(size, dtype=np.float32)
+        self.episode_step = np.zeros(size, dtype=np.int64)
+        self.ptr, self.count = 0, 0
+
+    def add(self, obs, next_obs, action, reward, terminated, episode_step=0) -> None:
+        i = self.ptr
+        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
+        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        self.ptr = (self.ptr + 1) % self.size
+        self.count = min(self.count + 1, self.size)
+
+    def windows(self, idx, context_len: int):
+        offsets = np.arange(context_len - 1, -1, -1)
+        src = (idx[:, None] - offsets[None, :]) % self.size
+        age = (self.ptr - 1 - idx) % self.size
+        valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
+        window = self.obs[src] * valid[..., None]
+        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
+        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
+        return window, valid, next_window, next_valid
+
+    def recent(self, n: int) -> dict:
+        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
+        return {k: getattr(self, k)[idx] for k in self.FIELDS}
+
+    def extend(self, data: dict) -> None:
+        n = min(len(data["obs"]), self.size)
+        idx = (self.ptr + np.arange(n)) % self.size
+        for k, v in data.items():
+            getattr(self, k)[idx] = v[len(v) - n :]
+        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
+
+    def gather(self, idx, context_len: int = 0) -> dict:
+        data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
+                    rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
+        if context_len:
+            data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, context_len)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+
+    def state_dict(self) -> dict:
+        return {"ptr": self.ptr, "count": self.count,
+                **{k: torch.from_numpy(getattr(self, k)[: self.count]) for k in self.FIELDS}}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.FIELDS:
+            getattr(self, k)[: len(state[k])] = state[k]
+        self.ptr, self.count = state["ptr"], state["count"]

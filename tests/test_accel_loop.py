@@ -51,7 +51,7 @@ class Recorder:
         s, s_next = rb.obs[i], rb.next_obs[i]
         new_stage = self.prev is not None and stage != self.prev["stage"]
         if self.prev is None or new_stage or self.prev["done"]:
-            self.episode_obs = [s.copy()]  # a new episode: reset at the start, after an end, at the handover
+            self.episode_obs = [np.array(s)]  # a new episode: reset at the start, after an end, at the handover
         if self.prev is not None and not new_stage:
             np.testing.assert_array_equal(s, self.prev["obs"], err_msg=f"step {g}: stored s is not the obs acted on")
         # the transition: s's step index in its episode, s' the env's true next obs, termination flag only
@@ -66,7 +66,7 @@ class Recorder:
         if done:
             self.episode_obs = [np.float32(L["obs"])]
         else:
-            self.episode_obs.append(s_next.copy())
+            self.episode_obs.append(np.array(s_next))
             np.testing.assert_array_equal(np.float32(L["obs"]), s_next)
         w, v = expected_window(self.episode_obs)
         np.testing.assert_array_equal(L["window"].obs, w, err_msg=f"step {g}: acting window")

@@ -172,7 +172,7 @@ def test_replay_windows_no_wrap_match_oracle(k):
     idx = np.arange(len(transitions))
     window, valid, next_window, next_valid = rb.windows(idx, k)
     assert window.shape == next_window.shape == (len(idx), k, OBS_DIM)
-    assert valid.dtype == next_valid.dtype == bool
+    assert valid.dtype == next_valid.dtype == torch.bool
     for i, (ep, t, terminated, _) in enumerate(transitions):
         obs, v = expected_window(ep, t, k)
         nobs, nv = expected_window(ep, t + 1, k)  # s' window: shifted by one, ending in the true next obs
@@ -211,7 +211,7 @@ def test_replay_windows_hand_checked_boundaries():
     np.testing.assert_array_equal(w[5], [z, z, fake_obs(2, 0)])
     np.testing.assert_array_equal(v[5], [False, False, True])
     # terminations flag only the terminating transitions (indices 3 and 10), not the truncation (8)
-    np.testing.assert_array_equal(np.nonzero(rb.terminations[: rb.count])[0], [3, 10])
+    np.testing.assert_array_equal(np.nonzero(np.asarray(rb.terminations[: rb.count]))[0], [3, 10])
 
 
 @pytest.mark.parametrize("size", [5, 6, 7, 9])

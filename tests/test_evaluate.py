@@ -58,10 +58,11 @@ def tiny_run(script: str, flags: dict, root) -> str:
     args = dataclasses.replace(mod.Args(), run_dir=str(root), **flags)
 
     def on_step(v):
-        path = os.path.join(v["run_path"], "resume.pt")
-        if os.path.exists(path) and not os.path.exists(os.path.join(v["run_path"], "resume_copy")):
-            os.makedirs(os.path.join(v["run_path"], "resume_copy"))
-            shutil.copy(path, os.path.join(v["run_path"], "resume_copy", "resume.pt"))
+        run_path = v["run"].path if "run" in v else v["run_path"]
+        path = os.path.join(run_path, "resume.pt")
+        if os.path.exists(path) and not os.path.exists(os.path.join(run_path, "resume_copy")):
+            os.makedirs(os.path.join(run_path, "resume_copy"))
+            shutil.copy(path, os.path.join(run_path, "resume_copy", "resume.pt"))
 
     mod.main(args, on_step=on_step)
     (run,) = [os.path.join(root, d) for d in os.listdir(root) if d.endswith(tuple("0123456789_"))]
