@@ -16,20 +16,20 @@ M = {
         'if stage == 1 and args.bc_source == "train":',
     ),
     "stage-2 buffer not replaced": (
-        "stage, rb = 2, replay_buffer(args.buffer_size, obs_dim, act_dim, device)",
+        "stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, run.on_device)",
         "stage = 2",
     ),
     "critic targets not carried": (
-        "            stage_losses = {}\n",
-        "            stage_losses = {}\n            qf1_target.load_state_dict(qf1.state_dict())\n",
+        "                stage_losses = {}\n",
+        "                stage_losses = {}\n                qf1_target.load_state_dict(qf1.state_dict())\n",
     ),
     "transformer target not carried": (
-        "            stage_losses = {}\n",
-        "            stage_losses = {}\n            transformer_target.load_state_dict(transformer.state_dict())\n",
+        "                stage_losses = {}\n",
+        "                stage_losses = {}\n                transformer_target.load_state_dict(transformer.state_dict())\n",
     ),
     "window not reset at episode end": (
-        "            window.reset(obs)\n            episode_step, episode_return = 0, 0.0\n        else:",
-        "            window.push(obs)\n            episode_step, episode_return = 0, 0.0\n        else:",
+        "                window.reset(obs)\n                episode_step, episode_return = 0, 0.0\n",
+        "                window.push(obs)\n                episode_step, episode_return = 0, 0.0\n",
     ),
     "no exploration noise in stage 2": (
         "    return np.clip(action + np.random.normal(",
