@@ -1,8 +1,13 @@
-# Baseline for "Accelerating Transformers in Online RL": plain TD3 (Fujimoto et al., 2018) with MLP actor and twin
-# MLP critics on Gymnasium MuJoCo, i.e. td3_accel_mujoco.py's accelerator (stage 1) on its own, without the
-# transformer. `--pomdp velocity` keeps only the velocity entries of the observation. `--checkpoint-frequency` writes
-# a resumable state, `--resume RUN_DIR` continues an interrupted run, SIGTERM/SIGINT write it and exit 3 (as
-# td3_accel_mujoco.py). CleanRL-style: one self-contained file.
+"""Baseline for "Accelerating Transformers in Online RL": plain TD3 (Fujimoto et al., 2018) with an MLP actor and twin
+MLP critics on Gymnasium MuJoCo, i.e. td3_accel_mujoco.py's accelerator (stage 1) on its own, without the transformer.
+
+    python baselines/td3_mlp_mujoco.py --env-id Ant-v4 [--pomdp velocity]   # velocity-only observations
+    python baselines/td3_mlp_mujoco.py --resume runs/RUN_DIR                # continue an interrupted run
+
+CleanRL-style: the method, top to bottom, then main(). The last section, "Plumbing", holds validation, checkpoints
+and resume, signals and progress: a reader who stops before it has read the whole method.
+"""
+
 import glob
 import os
 import random
@@ -20,46 +25,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
-RESUME_FILE = "resume.pt"
-# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
-RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
-               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
-EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
-# The CUDA path (replay buffer on the device, deferred finite check): None takes it on CUDA only; the tests set True
-DEVICE_PATH: bool | None = None
-
-
-def default_threads() -> int:
-    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
-    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available"""
-    num_threads: int = field(default_factory=default_threads)
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda will be used when available
+    num_threads: int = field(default_factory=lambda: default_threads())
     """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
     stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "transformer-acceleration"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
-    run_dir: str = "runs"
-    """where run directories (TensorBoard events, checkpoints) are created"""
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # record videos of training episodes (videos/, needs moviepy)
+    run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
     """write the run's resumable state (networks, optimizers, replay buffer, RNGs) to RUN_DIR/resume.pt every this
     many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
@@ -68,94 +48,29 @@ class Args:
     evaluation, logging, checkpoint frequency and threads may be given anew"""
 
     # Environment
-    env_id: str = "HalfCheetah-v4"
-    """the id of a Gymnasium MuJoCo environment with a Box action space"""
-    pomdp: Literal["none", "velocity"] = "none"
-    """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant)"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of the run"""
+    env_id: str = "HalfCheetah-v4"  # the id of a Gymnasium MuJoCo environment with a Box action space
+    pomdp: Literal["none", "velocity"] = "none"  # `velocity`: observe only qvel (HalfCheetah, Hopper, Walker2d, Ant)
+    total_timesteps: int = 1_000_000  # total environment steps of the run
 
     # TD3 (Table 1, MuJoCo)
-    buffer_size: int = 500_000
-    """replay buffer size"""
-    learning_starts: int = 25_000
-    """steps of uniform random actions before learning starts"""
-    batch_size: int = 256
-    """minibatch size of every TD3 update"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    tau: float = 0.005
-    """target smoothing coefficient"""
-    policy_noise: float = 0.2
-    """the scale of the target policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the clip of the target policy smoothing noise"""
-    exploration_noise: float = 0.1
-    """the scale of the Gaussian exploration noise"""
-    policy_frequency: int = 2
-    """the frequency of delayed actor (and target) updates"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of every network"""
+    buffer_size: int = 500_000  # replay buffer size
+    learning_starts: int = 25_000  # steps of uniform random actions before learning starts
+    batch_size: int = 256  # minibatch size of every TD3 update
+    gamma: float = 0.99  # the discount factor gamma
+    tau: float = 0.005  # target smoothing coefficient
+    policy_noise: float = 0.2  # the scale of the target policy smoothing noise
+    noise_clip: float = 0.5  # the clip of the target policy smoothing noise
+    exploration_noise: float = 0.1  # the scale of the Gaussian exploration noise
+    policy_frequency: int = 2  # the frequency of delayed actor (and target) updates
+    learning_rate: float = 3e-4  # Adam learning rate of every network
 
-    # Evaluation and logging
-    eval_frequency: int = 10_000
-    """evaluate (deterministic actions, separate env) every this many environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation"""
-    log_frequency: int = 1000
-    """log losses and SPS every this many environment steps"""
-
-    # Speed
+    # Evaluation, logging, speed
+    eval_frequency: int = 10_000  # evaluate (deterministic actions, separate env) every this many environment steps
+    eval_episodes: int = 5  # episodes per evaluation
+    log_frequency: int = 1000  # log losses and SPS every this many environment steps
     compile: bool = False
     """torch.compile the TD3 update's critic and actor losses (forward and backward), on CUDA as CUDA graphs (mode
     reduce-overhead); the first updates take a while to compile. Same update to float32 rounding"""
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2."""
-
-
-class DivergenceError(Exception):
-    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
-
-
-def validate_args(args: Args) -> None:
-    positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "eval_frequency", "eval_episodes",
-                "log_frequency", "num_threads"]  # fmt: skip
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["learning_starts", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.buffer_size < args.batch_size:
-        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
-    for name in ["gamma", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
-        if not getattr(args, name) >= 0:  # NaN fails too
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
-    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
-        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-
-
-def check_compile(device: torch.device) -> None:
-    """--compile needs dynamo on this Python and, on the CPU, a C++ compiler for inductor's kernels."""
-    if not torch._dynamo.is_dynamo_supported():
-        raise UsageError(f"--compile: torch.compile is not supported here (Python {sys.version.split()[0]})")
-    if device.type == "cpu":
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        try:
-            get_cpp_compiler()
-        except Exception as e:  # noqa: BLE001 - whatever inductor's search raises
-            raise UsageError(f"--compile on the CPU needs a C++ compiler for inductor: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,62 +176,19 @@ def adam(params, lr: float) -> torch.optim.Adam:
 # ---------------------------------------------------------------------------------------------------------------
 # Replay buffer
 class ReplayBuffer:
-    """Ring buffer of (s, a, r, s', terminated); s' is the true final observation at a truncation or termination."""
-
-    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
-        self.size, self.device = size, device
-        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((size, act_dim), dtype=np.float32)
-        self.rewards = np.zeros(size, dtype=np.float32)
-        self.terminations = np.zeros(size, dtype=np.float32)
-        self.ptr, self.count = 0, 0
-
-    def add(self, obs, next_obs, action, reward, terminated) -> None:
-        i = self.ptr
-        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
-        self.rewards[i], self.terminations[i] = reward, terminated
-        self.ptr = (self.ptr + 1) % self.size
-        self.count = min(self.count + 1, self.size)
-
-    def sample(self, batch_size: int) -> dict:
-        return self.gather(np.random.randint(0, self.count, size=batch_size))
-
-    def gather(self, idx: np.ndarray) -> dict:
-        data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
-                    rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
-        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
-
-    def state_dict(self) -> dict:
-        """The filled part (the slots below `count`: a ring fills from slot 0) and the pointer."""
-        fields = ("obs", "next_obs", "actions", "rewards", "terminations")
-        return {
-            "ptr": self.ptr,
-            "count": self.count,
-            **{k: torch.from_numpy(getattr(self, k)[: self.count]) for k in fields},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            if k not in ("ptr", "count"):
-                getattr(self, k)[: len(v)] = v
-        self.ptr, self.count = state["ptr"], state["count"]
-
-
-class DeviceReplayBuffer(ReplayBuffer):
-    """ReplayBuffer kept as torch tensors on the training device (the CUDA path): one row per transition, the fields
-    are column views of it, so add() copies one row to the device and sample() draws its indices from torch's
-    generator on the device and gathers there, with no host-to-device copy. Same state_dict as ReplayBuffer; its
-    load_state_dict fills the views here too (assigning a host tensor into them copies it to the device)."""
+    """Ring buffer of (s, a, r, s', terminated); s' is the true final observation at a truncation or termination.
+    Kept on the training device (CPU or GPU) as one tensor, a row per transition, the fields column views of it:
+    add() copies one row, sample() gathers where the transitions are. Indices are drawn by numpy's generator, or
+    with `torch_rng` (the CUDA path) by torch's on the device, with no host sync."""
 
     FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations")
 
-    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
-        self.size, self.device = size, torch.device(device)
-        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0)  # 0: a 1-D field
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device, torch_rng: bool = False):
+        self.size, self.device, self.torch_rng = size, torch.device(device), torch_rng
+        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0)
         self.rows = torch.zeros(size, sum(max(w, 1) for w in widths.values()), device=self.device)
         start = 0
-        for k, w in widths.items():
+        for k, w in widths.items():  # 0: a 1-D field
             setattr(self, k, self.rows[:, start : start + w] if w else self.rows[:, start])
             start += max(w, 1)
         self.ptr, self.count = 0, 0
@@ -328,57 +200,25 @@ class DeviceReplayBuffer(ReplayBuffer):
         self.count = min(self.count + 1, self.size)
 
     def sample(self, batch_size: int) -> dict:
-        return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device))  # gather: as_tensor no-op
+        if self.torch_rng:
+            return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device))
+        return self.gather(np.random.randint(0, self.count, size=batch_size))
+
+    def gather(self, idx) -> dict:
+        idx = torch.as_tensor(idx, device=self.device)  # numpy's draw on the CPU path
+        return dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
+                    rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
 
     def state_dict(self) -> dict:
         # copies, also on the CPU: a view would save the whole of self.rows
-        fields = {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS}
-        return {"ptr": self.ptr, "count": self.count, **fields}
+        return buffer_state(self, {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS})
+
+    def load_state_dict(self, state: dict) -> None:
+        load_buffer_state(self, state)  # assigning a host tensor into a view copies it to the device
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Updates
-def check_finite(losses: dict, step: int) -> None:
-    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
-
-
-class FiniteCheck:
-    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
-    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
-    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
-    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
-
-    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
-
-    def __init__(self, deferred: bool):
-        self.deferred, self.pending = deferred, []
-
-    def __call__(self, losses: dict, step: int) -> None:
-        if not self.deferred:
-            check_finite(losses, step)
-        elif losses:
-            self.pending.append((step, losses))
-            if len(self.pending) >= self.MAX_PENDING:
-                self.flush()
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
-        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
-            for step, losses in pending:
-                check_finite(losses, step)
-
-
-def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
-    # weights blown up by the last update are still finite; their first action is where NaN shows
-    if not np.isfinite(action).all():
-        if finite is not None:  # a deferred non-finite loss before it is the cause to report
-            finite.flush()
-        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
-
-
+# Losses and updates
 def critic_losses(data: dict, noise, actor_target, qf1, qf2, qf1_target, qf2_target, gamma: float):
     """The critics' TD losses (Algorithm 1 lines 9-11) for the smoothing noise drawn by the caller."""
     with torch.no_grad():
@@ -461,7 +301,191 @@ def evaluate(env, act, episodes: int, seed: int, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop: TD3
+def main(args: Args, on_step=None) -> None:
+    """The whole run. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests interrupt and inspect the real loop through it)."""
+    run = Run(args)  # checks the flags, reads resume.pt, seeds the generators, picks the device
+    device, state = run.device, run.state
+    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run.name}")
+    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+
+    actor, actor_target = Actor(obs_dim, low, high).to(device), Actor(obs_dim, low, high).to(device)
+    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+        target.load_state_dict(net.state_dict())
+    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+    actor_optimizer = adam(actor.parameters(), args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, run.on_device)
+    losses_fns = compiled_losses(device) if args.compile else EAGER
+    learners = dict(actor=actor, actor_target=actor_target, qf1=qf1, qf2=qf2, qf1_target=qf1_target,
+                    qf2_target=qf2_target, q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)  # fmt: skip
+
+    global_step, episode_count, eval_return = 0, 0, float("nan")
+    obs, _ = env.reset(seed=args.seed)
+    env_rng = env.unwrapped.np_random.bit_generator.state  # resume.pt's at an episode boundary: before its reset
+    if state is not None:  # --resume: the saved step, the RNGs last (building the networks above drew from them)
+        obs, env_rng = run.restore(learners, rb, env)
+        global_step, episode_count, eval_return = (state[k] for k in ("global_step", "episode_count", "eval_return"))
+    episode_step, episode_return = 0, 0.0
+
+    def resume_state() -> dict:  # everything the loop needs to go on from this step
+        return {"global_step": global_step, "episode_count": episode_count, "episode_step": episode_step,
+                "eval_return": eval_return, "rb": rb.state_dict(), **run.rng_state(env, env_rng, episode_step),
+                **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
+
+    with run.start(global_step, obs_dim, closing=(env, eval_env)):
+        while global_step < args.total_timesteps:
+            if global_step < args.learning_starts:
+                action = env.action_space.sample()
+            else:  # Gaussian exploration noise on the actor's action
+                action = mlp_act(actor, obs, device)
+                action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+            check_action(action, "actor", global_step, run.finite)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated)
+            global_step, episode_step = global_step + 1, episode_step + 1
+            episode_return += float(reward)
+            if terminated or truncated:
+                run.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": episode_step})
+                episode_count += 1
+                obs, env_rng = reset_env(env)
+                episode_step, episode_return = 0, 0.0
+            else:
+                obs = next_obs
+
+            losses = {}
+            if global_step > args.learning_starts:
+                data = rb.sample(args.batch_size)
+                losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                    q_optimizer, actor_optimizer, args, losses_fns)  # fmt: skip
+            run.finite(losses, global_step)
+            run.log_step(global_step, losses)
+            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                run.finite.flush()
+                eval_return = evaluate(eval_env, lambda o: mlp_act(actor, o, device), args.eval_episodes,
+                                       args.seed + 10_000 + global_step, global_step)  # fmt: skip
+                run.report(global_step, episode_count, eval_return)
+            if on_step is not None:
+                on_step(locals())
+            run.maybe_checkpoint(global_step, resume_state)
+        final = {"global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim, "eval_return": eval_return}
+        run.finish("final.pt", {**final, **{k: v.state_dict() for k, v in learners.items()}})
+
+
+# ===============================================================================================================
+# Plumbing: validation, checkpoints and resume, signals, progress and logging. Nothing below changes what is learned.
+# ===============================================================================================================
+# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
+               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+# The CUDA path (replay buffer indices drawn on the device, deferred finite check): None takes it on CUDA only
+DEVICE_PATH: bool | None = None
+# (flags, requirement, test): each flag's value must pass its test, else a one-line error names flag and value
+RULES = (
+    (("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "eval_frequency", "eval_episodes",
+      "log_frequency", "num_threads"), "must be positive", lambda v: v > 0),
+    (("learning_starts", "checkpoint_frequency", "policy_noise", "noise_clip", "exploration_noise", "learning_rate"),
+     "must be >= 0", lambda v: v >= 0),  # NaN fails too
+    (("gamma", "tau"), "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+)  # fmt: skip
+
+
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_args(args: Args) -> None:
+    for names, requirement, ok in RULES:
+        for name in names:
+            if not ok(getattr(args, name)):
+                raise UsageError(f"{flag(name)} {requirement}, got {getattr(args, name)}")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+
+
+def check_compile(device: torch.device) -> None:
+    """--compile needs dynamo on this Python and, on the CPU, a C++ compiler for inductor's kernels."""
+    if not torch._dynamo.is_dynamo_supported():
+        raise UsageError(f"--compile: torch.compile is not supported here (Python {sys.version.split()[0]})")
+    if device.type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # noqa: BLE001 - whatever inductor's search raises
+            raise UsageError(f"--compile on the CPU needs a C++ compiler for inductor: {e}") from None
+
+
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+class FiniteCheck:
+    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
+    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
+    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
+    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
+
+    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.pending = deferred, []
+
+    def __call__(self, losses: dict, step: int) -> None:
+        if not self.deferred:
+            check_finite(losses, step)
+        elif losses:
+            self.pending.append((step, losses))
+            if len(self.pending) >= self.MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
+        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
+            for step, losses in pending:
+                check_finite(losses, step)
+
+
+def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        if finite is not None:  # a deferred non-finite loss before it is the cause to report
+            finite.flush()
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
     rename it over `path`); the previous file stays whole until the new one is."""
@@ -471,6 +495,18 @@ def save_checkpoint(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def buffer_state(buffer, fields: dict) -> dict:
+    """A ring buffer's resumable state: its filled part (the slots below `count`: a ring fills from slot 0) as host
+    tensors, and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **fields}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k in buffer.FIELDS:
+        getattr(buffer, k)[: len(state[k])] = state[k]
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 def load_resume_state(run_path: str) -> dict:
@@ -490,12 +526,20 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+def reset_env(env) -> tuple:
+    """A new episode from the env's own generator, and that generator's state before it (resume.pt's at an
+    episode boundary: resetting from it again gives the same episode)."""
+    rng = env.unwrapped.np_random.bit_generator.state
+    obs, _ = env.reset()
+    return obs, rng
+
+
 def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
     for name, saved in state["args"].items():
         if name not in RESUME_SAFE and getattr(args, name) != saved:
-            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
-                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+            raise UsageError(f"--resume {args.resume}: {flag(name)} {getattr(args, name)} contradicts the run's "
+                             f"{saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
     if args.total_timesteps < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --total-timesteps {args.total_timesteps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
@@ -508,207 +552,165 @@ def versions() -> dict:
             "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-def main(args: Args, on_step=None) -> None:
-    """The whole run. on_step, if given, is called with the loop's local variables after every environment step
-    (the tests interrupt and inspect the real loop through it)."""
-    validate_args(args)
-    state = None  # the resumable state of the run that --resume continues
-    if args.resume:
-        state = load_resume_state(args.resume)
-        check_resume_args(args, state)
-        run_path = os.path.normpath(args.resume)
-        run_name = os.path.basename(run_path)
-        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
-            os.remove(tmp)
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-            run_name += "_"
+class Run:
+    """What main() needs besides the method: the run directory and its resume.pt, seeds and device, TensorBoard (and
+    wandb), the progress line, SIGTERM/SIGINT, the finite check and the checkpoint writes."""
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.num_threads)
-    on_device = device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
-    if args.compile:
-        check_compile(device)
+    def __init__(self, args: Args):
+        validate_args(args)
+        self.args, self.state = args, None  # state: the resumable state of the run that --resume continues
+        if args.resume:
+            self.state = load_resume_state(args.resume)
+            check_resume_args(args, self.state)
+            self.path = os.path.normpath(args.resume)
+            for tmp in glob.glob(os.path.join(self.path, "*.pt.tmp*")):  # left by a process killed mid-write
+                os.remove(tmp)
+        else:
+            name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            while os.path.exists(os.path.join(args.run_dir, name)):  # same seed started in the same second
+                name += "_"
+            self.path = os.path.join(args.run_dir, name)
+        self.name = os.path.basename(self.path)
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.num_threads)
+        self.on_device = self.device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
+        self.finite = FiniteCheck(deferred=self.on_device)
+        if args.compile:
+            check_compile(self.device)
+        if args.capture_video:
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            try:
+                import moviepy  # noqa: F401 - RecordVideo needs it
+            except ImportError:
+                raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+        self.writer, self.stop, self.handlers, self.closing = None, [], {}, ()
 
-    if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-        try:
-            import moviepy  # noqa: F401 - RecordVideo needs it
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run_name}")
-    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
-    from torch.utils.tensorboard import SummaryWriter
-
-    if state is None:
-        writer = SummaryWriter(run_path)
-        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
-    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
-        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
-        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
-        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
-            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
-        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
-
-    actor = Actor(obs_dim, low, high).to(device)
-    actor_target = Actor(obs_dim, low, high).to(device)
-    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
-        target.load_state_dict(net.state_dict())
-    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
-    actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    rb = (DeviceReplayBuffer if on_device else ReplayBuffer)(args.buffer_size, obs_dim, act_dim, device)
-    finite = FiniteCheck(deferred=on_device)
-    losses_fns = compiled_losses(device) if args.compile else EAGER
-
-    obs, _ = env.reset(seed=args.seed)
-    # resume.pt's generator state at an episode boundary is the one before that episode's reset (set at each reset
-    # below); this first, seeded episode is never resumed at its step 0 (a signal is handled after a step)
-    env_rng = env.unwrapped.np_random.bit_generator.state
-    global_step, episode_count, eval_return = 0, 0, float("nan")
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}  # fmt: skip
-
-    def resume_state() -> dict:
-        """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
-        episode (mid-episode: a MuJoCo state is not saved)."""
-        return {"script": os.path.basename(__file__), "global_step": global_step, "args": asdict(args),
-                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
-                "episode_count": episode_count, "episode_step": episode_step, "eval_return": eval_return,
-                # at a boundary the episode just begun is replayed: its reset from the same generator state
-                "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
-                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
-
-    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
-        global_step, episode_count, eval_return = state["global_step"], state["episode_count"], state["eval_return"]
-        for name, obj in learners().items():
+    def restore(self, learners: dict, rb: ReplayBuffer, env) -> tuple:
+        """--resume: learners, buffer and every generator as saved; the env's first obs, and its generator's state."""
+        state = self.state
+        for name, obj in learners.items():
             obj.load_state_dict(state[name])
         rb.load_state_dict(state["rb"])
-        env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
+        env.unwrapped.np_random.bit_generator.state = state["env_rng"]
         obs, _ = env.reset()  # no seed: from the saved generator
         env.action_space.np_random.bit_generator.state = state["action_space_rng"]
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and device.type == "cuda":
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {run_path} at step {global_step}", flush=True)
+        print(f"resumed {self.path} at step {state['global_step']}", flush=True)
         if state["episode_step"]:
             print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
                   "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
-    else:
-        print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
-    if args.compile:
-        print("--compile: the first updates compile the losses (a minute or more on a CPU)", flush=True)
+        return obs, state["env_rng"]
 
-    episode_step, episode_return = 0, 0.0
-    start_step, start_time = global_step, time.time()
-    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
-    stop = []
+    def rng_state(self, env, env_rng, episode_step: int) -> dict:
+        """Every generator's state; at an episode boundary the env's before that episode's reset, which is replayed
+        (mid-episode a fresh episode starts: a MuJoCo state is not saved)."""
+        return {"env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def on_signal(signum, frame):
-        if stop:
+    def start(self, global_step: int, obs_dim: int, closing=()):
+        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT."""
+        args, self.closing = self.args, closing
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError("--track needs wandb: pip install wandb") from None
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=self.name, id=self.name, resume="allow", save_code=True)  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.state is None:
+            self.writer = SummaryWriter(self.path)
+            table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(self.device)}
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
+            )
+            print(f"run {self.path}: steps {global_step}..{args.total_timesteps}, obs dim {obs_dim}, device "
+                  f"{self.device}", flush=True)  # fmt: skip
+        else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+            # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+            events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
+            while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+                time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
+            self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
+        if args.compile:
+            print("--compile: the first updates compile the losses (a minute or more on a CPU)", flush=True)
+        self.start_step, self.start_time = global_step, time.time()
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits now."""
+        if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
-        stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+        self.stop.append(signal.Signals(signum).name)
+        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while global_step < args.total_timesteps:
-            if global_step < args.learning_starts:
-                action = env.action_space.sample()
-            else:  # Gaussian exploration noise on the actor's action
-                action = mlp_act(actor, obs, device)
-                action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / (time.time() - self.start_time))
 
-            check_action(action, "actor", global_step, finite)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            rb.add(obs, next_obs, action, reward, terminated)
-            global_step += 1
-            episode_step += 1
-            episode_return += float(reward)
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", episode_step, global_step)
-                episode_count += 1
-                env_rng = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
-                episode_step, episode_return = 0, 0.0
-            else:
-                obs = next_obs
+    def log(self, global_step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, global_step)
 
-            losses = {}
-            if global_step > args.learning_starts:
-                data = rb.sample(args.batch_size)
-                losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                    q_optimizer, actor_optimizer, args, losses_fns)  # fmt: skip
-            finite(losses, global_step)
+    def log_step(self, global_step: int, losses: dict) -> None:
+        """After each step: every --log-frequency steps the losses and SPS."""
+        if global_step % self.args.log_frequency == 0:
+            self.finite.flush()
+            self.log(global_step, {name: value.item() for name, value in losses.items()})
+            self.log(global_step, {"charts/SPS": self.sps(global_step)})
 
-            if global_step % args.log_frequency == 0:
-                finite.flush()
-                for name, value in losses.items():
-                    writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                finite.flush()
-                eval_return = evaluate(eval_env, lambda o: mlp_act(actor, o, device), args.eval_episodes,
-                                       args.seed + 10_000 + global_step, global_step)  # fmt: skip
-                writer.add_scalar("eval/return", eval_return, global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}",
-                      flush=True)  # fmt: skip
-            if on_step is not None:
-                on_step(locals())
-            periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
-            if global_step < args.total_timesteps and (stop or periodic):
-                finite.flush()
-                writer.flush()  # every event up to this step is on disk before the state that follows it
-                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
-                if stop:
-                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                      f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
+    def report(self, global_step: int, episode_count: int, eval_return: float) -> None:
+        """An evaluation's return: to TensorBoard, and as the progress line."""
+        self.log(global_step, {"eval/return": eval_return})
+        print(f"step={global_step} SPS={self.sps(global_step)} episodes={episode_count} eval_return={eval_return:.1f}",
+              flush=True)  # fmt: skip
 
-        finite.flush()
-        save_checkpoint(os.path.join(run_path, "final.pt"),
-                        {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                         "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
-                         "eval_return": eval_return})  # fmt: skip
-        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
-            os.remove(os.path.join(run_path, RESUME_FILE))
-        print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
-    finally:
-        env.close()
-        eval_env.close()
-        writer.close()
-        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+    def save(self, name: str, payload: dict) -> None:
+        save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
+
+    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+        """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
+        periodic = self.args.checkpoint_frequency and global_step % self.args.checkpoint_frequency == 0
+        if global_step < self.args.total_timesteps and (self.stop or periodic):
+            self.finite.flush()
+            self.writer.flush()  # every event up to this step is on disk before the state that follows it
+            self.save(RESUME_FILE, {"script": os.path.basename(__file__), **resume_state()})
+            if self.stop:
+                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                  f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+
+    def finish(self, name: str, payload: dict) -> None:
+        """The run is over: its last checkpoint, and no resume.pt left to resume."""
+        self.finite.flush()
+        self.save(name, payload)
+        if os.path.exists(os.path.join(self.path, RESUME_FILE)):
+            os.remove(os.path.join(self.path, RESUME_FILE))
+        print(f"done: checkpoint and TensorBoard events in {self.path}", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for env in self.closing:
+            env.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sig, handler in self.handlers.items():  # last: a signal during the closing above is still ours
             signal.signal(sig, handler)
 
 

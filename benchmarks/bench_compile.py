@@ -5,10 +5,11 @@ sizes (batch 256, Hopper's 11-dim observations and 3-dim actions, 100k transitio
 
 Variants, alternated within each round (the median of the rounds is quoted, after a warm-up whose time, the
 compilation's for the compiled variants, is reported on its own):
-  CPU:  eager and compiled, each with the numpy buffer and the per-step finite check (the scripts' CPU path);
-  CUDA: eager with the numpy buffer and per-step check (the path before issue 10), eager and compiled (CUDA graphs,
-        mode reduce-overhead) with the device buffer and the deferred check (the scripts' CUDA path), with a
-        synchronize around each timed block.
+  CPU:  eager and compiled, each with numpy's index draw and the per-step finite check (the scripts' CPU path);
+  CUDA: eager with numpy's index draw and the per-step check, eager and compiled (CUDA graphs, mode
+        reduce-overhead) with the indices drawn on the device and the deferred check (the scripts' CUDA path), with a
+        synchronize around each timed block. The buffer is on the device in all three (issue 25: one ReplayBuffer;
+        the numpy buffer on the host, the path before issue 10, is gone).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_compile.py --rounds 7 --steps 16          # CPU (and CUDA if present)
     python benchmarks/bench_compile.py --device cuda --rounds 7 --steps 200
@@ -18,6 +19,7 @@ keeps the user's cache (what a second run of a script sees).
 """
 
 import argparse
+import functools
 import importlib.util
 import os
 import platform
@@ -67,7 +69,7 @@ def variant(m, device, compiled: bool, on_device: bool, windows: bool):
     actor_target.eval()
     q_opt = m.adam(list(qs[0].parameters()) + list(qs[1].parameters()), args.learning_rate)
     a_opt = m.adam(actor.parameters(), args.learning_rate)
-    rb = filled_buffer(m, m.DeviceReplayBuffer if on_device else m.ReplayBuffer, device, windows)
+    rb = filled_buffer(m, functools.partial(m.ReplayBuffer, torch_rng=on_device), device, windows)
     fns = m.compiled_losses(device) if compiled else m.EAGER
     finite = m.FiniteCheck(deferred=on_device)
 
@@ -91,8 +93,8 @@ def bench(path: str, device, rounds: int, steps: int) -> None:
     m = load(path, "bench_" + os.path.basename(path)[:-3])
     kinds = [("eager", False, False), ("compiled", True, False)]
     if device.type == "cuda":
-        kinds = [("eager, numpy buffer", False, False), ("eager, device buffer", False, True),
-                 ("compiled, device buffer", True, True)]  # fmt: skip
+        kinds = [("eager, numpy draw", False, False), ("eager, device draw", False, True),
+                 ("compiled, device draw", True, True)]  # fmt: skip
     variants, warmup = {}, {}
     for name, compiled, on_device in kinds:
         step, finite = variant(m, device, compiled, on_device, windows)
