@@ -1,29 +1,26 @@
-# Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on ManiSkill3 manipulation
-# (PushCube, PullCube, PickCube) with parallel environments. Stage 1 (Algorithm 1): an MLP TD3 accelerator learns
-# online and trains a transformer actor from a trajectory buffer T by behavior cloning (Algorithm 2) and, optionally,
-# critic ascent (Algorithm 3). Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the
-# accelerator's critics, with a fresh, small replay buffer. CleanRL-style: everything the method needs is in this file.
-#
-# Steps are environment steps summed over the parallel envs (as in ManiSkill's baselines): one step of 50 envs is 50
-# steps. Every env has its own context window and its own column in the replay buffer, so windows never mix envs or
-# cross an episode boundary, also under auto-reset. Two simulators, same loop and same logs:
-#   gpu: ManiSkill's GPU-parallel envs in this process; observations, actions and buffers stay on the GPU (UNTESTED:
-#        written against ManiSkill 3.0.1's ManiSkillVectorEnv, never run, no GPU where this was written)
-#   cpu: one ManiSkill CPU env per process (CPUGymWrapper) in gymnasium's AsyncVectorEnv, same-step auto-reset
-#
-# Interrupting and resuming: --checkpoint-frequency writes RUN_DIR/resume.pt (networks, optimizers, the active replay
-# buffer, T, the stage, RNGs and each CPU env process's random generators); SIGTERM or SIGINT (Ctrl-C) finishes the
-# step, writes it and exits 3; --resume RUN_DIR continues the run. Episode rule: the vector env is at an episode
-# boundary when every env has just started an episode, i.e. all episodes ended in the same step (with
-# --ignore-terminations all envs run to the time limit together: every time limit x --num-envs steps). Resumed from
-# there on the CPU simulator, each env process gets back its generators as they were before that reset and resets
-# again: the same episodes start, to the bit, with the same networks, buffers and RNGs. The run is still not replayed
-# exactly: PhysX's results depend on the steps a simulator ran before, not only on its state, and the new env
-# processes have not run the interrupted ones' (measured: the same episode, same state, same actions, drifts apart
-# within a few steps of the gripper touching the cube), so the run drifts apart from an uninterrupted one from there.
-# Envs without such a history (the tests' fake ones) resume exactly. Anywhere else the envs' mid-episode states cannot
-# be restored (only generators are saved): the unfinished episodes are dropped (not logged) and every env starts a
-# fresh one. On the GPU simulator generators are not saved: fresh episodes there too.
+"""Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on ManiSkill3 manipulation
+(PushCube, PullCube, PickCube) with parallel environments.
+
+Stage 1 (Algorithm 1): an MLP TD3 accelerator learns online and trains a transformer actor from a trajectory buffer T
+by behavior cloning (Algorithm 2) and, optionally, critic ascent (Algorithm 3). Stage 2 (Algorithm 4): the transformer
+becomes the TD3 actor, reusing the accelerator's critics, with a fresh, small replay buffer.
+
+    python td3_accel_maniskill.py --env-id PushCube-v1 --sim-backend cpu --num-envs 2
+    python td3_accel_maniskill.py --resume runs/RUN_DIR           # continue an interrupted run
+    python td3_accel_maniskill.py --help
+
+Steps are environment steps summed over the parallel envs (as in ManiSkill's baselines): one step of 50 envs is 50
+steps. Every env has its own context window and its own column in the replay buffer, so windows never mix envs or
+cross an episode boundary, also under auto-reset. Two simulators, same loop and same logs:
+  gpu: ManiSkill's GPU-parallel envs in this process; observations, actions and buffers stay on the GPU (UNTESTED:
+       written against ManiSkill 3.0.1's ManiSkillVectorEnv, never run, no GPU where this was written)
+  cpu: one ManiSkill CPU env per process (CPUGymWrapper) in gymnasium's AsyncVectorEnv, same-step auto-reset
+
+CleanRL-style: the method, top to bottom, then main() (Algorithm 1 followed by Algorithm 4). The last section,
+"Plumbing", holds validation, checkpoints and resume (Run.restore: what a resumed run starts from), signals and
+progress: a reader who stops before it has read the whole method.
+"""
+
 import glob
 import math
 import os
@@ -43,27 +40,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-# Architecture fields a stage-1 checkpoint must share with the run that fine-tunes it.
-TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward")
-# The resumable state of an unfinished run (see the top of this file); removed when the run ends.
-RESUME_FILE = "resume.pt"
-# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
-RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
-               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
-               "resume")  # fmt: skip
-EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
-VULKAN_HINT = (
-    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
-    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
-)
-
-
-def default_threads() -> int:
-    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
-    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
 
 @dataclass
 class Args:
@@ -73,26 +49,19 @@ class Args:
     --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0 --no-prefill
     --critic-warmup 0"""
 
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of the experiment"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
+    seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
     """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
     and on CUDA the cuBLAS workspace setting they need)"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)"""
-    num_threads: int = field(default_factory=default_threads)
+    cuda: bool = True  # if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)
+    num_threads: int = field(default_factory=lambda: default_threads())
     """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
     stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "transformer-acceleration"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    run_dir: str = "runs"
-    """where run directories (TensorBoard events, checkpoints) are created"""
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
     """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs, env generators) to
     RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
@@ -103,69 +72,42 @@ class Args:
     (not an exact replay: PhysX's results depend on the steps it ran before); elsewhere every env starts a fresh one"""
 
     # Environment and stage lengths
-    env_id: str = "PushCube-v1"
-    """the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)"""
-    num_envs: int = 50
-    """parallel training envs (Table 1: 50); on the CPU simulator each is a process"""
-    num_eval_envs: int = 16
-    """parallel evaluation envs (separate from the training envs)"""
-    control_mode: str = "pd_joint_delta_pos"
-    """the robot's controller (ManiSkill's RL default; sets the action space)"""
-    obs_mode: str = "state"
-    """observation mode: only `state` (flat state vectors) is supported"""
+    env_id: str = "PushCube-v1"  # the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)
+    num_envs: int = 50  # parallel training envs (Table 1: 50); on the CPU simulator each is a process
+    num_eval_envs: int = 16  # parallel evaluation envs (separate from the training envs)
+    control_mode: str = "pd_joint_delta_pos"  # the robot's controller (ManiSkill's RL default; sets the action space)
+    obs_mode: str = "state"  # observation mode: only `state` (flat state vectors) is supported
     sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
     """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
     `auto` (gpu when CUDA is available and --cuda, else cpu)"""
     ignore_terminations: bool = False
     """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
     the time limit, so success_at_end is meaningful)"""
-    accel_steps: int = 500_000
-    """stage 1 length in env steps (summed over envs; rounded up to whole steps of all envs)"""
-    finetune_steps: int = 500_000
-    """stage 2 length in env steps (summed over envs; rounded up to whole steps of all envs)"""
-    accelerated_checkpoint: str | None = None
-    """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
+    accel_steps: int = 500_000  # stage 1 length in env steps (summed over envs; rounded up to whole steps of all envs)
+    finetune_steps: int = 500_000  # stage 2 length in env steps (summed over envs; rounded up likewise)
+    accelerated_checkpoint: str | None = None  # skip stage 1: fine-tune from this accelerated.pt
 
     # TD3 (Table 1, ManiSkill)
-    buffer_size: int = 10_000
-    """stage 2 (transformer) replay buffer size, in transitions over all envs"""
-    accel_buffer_size: int = 50_000
-    """stage 1 (accelerator) replay buffer size, in transitions over all envs"""
-    learning_starts: int = 600
-    """stage 1 env steps of uniform random actions before the accelerator learns (stage 2 learns at once)"""
-    batch_size: int = 600
-    """minibatch size of the accelerator's TD3 updates (stage 1)"""
-    finetune_batch_size: int = 256
-    """minibatch size of the transformer's TD3 updates (stage 2)"""
-    utd: float = 0.5
-    """gradient updates per env step (update-to-data ratio; not given in the paper): one step of 50 envs is followed
-    by 25 TD3 updates"""
-    gamma: float = 0.8
-    """the discount factor gamma"""
-    tau: float = 0.01
-    """target smoothing coefficient"""
-    policy_noise: float = 0.2
-    """the scale of the target policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the clip of the target policy smoothing noise"""
-    exploration_noise: float = 0.1
-    """the scale of the Gaussian exploration noise (both stages)"""
-    policy_frequency: int = 2
-    """the frequency (in TD3 updates) of delayed actor (and target) updates"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of every network"""
+    buffer_size: int = 10_000  # stage 2 (transformer) replay buffer size, in transitions over all envs
+    accel_buffer_size: int = 50_000  # stage 1 (accelerator) replay buffer size, in transitions over all envs
+    learning_starts: int = 600  # stage-1 env steps of random actions before learning (stage 2 learns at once)
+    batch_size: int = 600  # minibatch size of the accelerator's TD3 updates (stage 1)
+    finetune_batch_size: int = 256  # minibatch size of the transformer's TD3 updates (stage 2)
+    utd: float = 0.5  # TD3 updates per env step (update-to-data ratio; not in the paper): 25 after a step of 50 envs
+    gamma: float = 0.8  # the discount factor gamma
+    tau: float = 0.01  # target smoothing coefficient
+    policy_noise: float = 0.2  # the scale of the target policy smoothing noise
+    noise_clip: float = 0.5  # the clip of the target policy smoothing noise
+    exploration_noise: float = 0.1  # the scale of the Gaussian exploration noise (both stages)
+    policy_frequency: int = 2  # the frequency (in TD3 updates) of delayed actor (and target) updates
+    learning_rate: float = 3e-4  # Adam learning rate of every network
 
     # Transformer acceleration (Algorithms 1-3)
-    bc_frequency: int = 8
-    """train the transformer every this many env steps (stage 1, after --learning-starts)"""
-    bc_updates: int = 1
-    """gradient steps (minibatches drawn from T) at each transformer training round"""
-    bc_batch_size: int | None = None
-    """minibatch size of the BC and critic-ascent steps (default: --finetune-batch-size)"""
-    bc_buffer_size: int = 10_000
-    """capacity of T: it holds only the accelerator's most recent (window, action) samples, over all envs"""
-    bc_clear: bool = False
-    """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
+    bc_frequency: int = 8  # train the transformer every this many env steps (stage 1, after --learning-starts)
+    bc_updates: int = 1  # gradient steps (minibatches drawn from T) at each transformer training round
+    bc_batch_size: int | None = None  # minibatch size of the BC and critic-ascent steps (default --finetune-batch-size)
+    bc_buffer_size: int = 10_000  # capacity of T: the accelerator's most recent (window, action) samples, all envs
+    bc_clear: bool = False  # empty T after each training round (Algorithm 1 as printed)
     bc_target: Literal["behavior", "actor"] = "actor"
     """BC target: the accelerator's current noise-free actor on T's stored (possibly noisy) state, relabelled at
     training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
@@ -181,92 +123,28 @@ class Args:
     bc_dagger: float = 0.25
     """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
     transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
-    errors lead to, labelled by the accelerator; the accelerator learns from these transitions too, off-policy
-    (without it, Pendulum's transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the
-    accelerator always acts. Drawn for each env at each of its episode starts"""
-    critic_ascent: bool = False
-    """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+    errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's
+    swing-up). 0: the accelerator always acts. Drawn for each env at each of its episode starts"""
+    critic_ascent: bool = False  # also train the transformer by ascent on the critic Q1 (Algorithm 3)
     prefill: bool = True
     """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions; --no-prefill
     starts it empty (Algorithm 4)"""
     critic_warmup: int = 1000
-    """stage 2: env steps in which only the critics learn before the transformer's actor updates start: its first
-    updates follow critics already fitted to its own actions, so the handover keeps stage 1's level (RESULTS.md;
-    0: none, as in Algorithm 4)"""
+    """stage 2: env steps in which only the critics learn before the transformer's actor updates start, so its first
+    updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)"""
 
     # Transformer actor (Table 1)
-    context_len: int = 3
-    """observations of the current episode the transformer reads"""
-    num_layers: int = 1
-    """transformer encoder layers"""
-    num_heads: int = 2
-    """attention heads"""
-    dim_model: int = 256
-    """token width"""
-    dim_feedforward: int = 512
-    """width of each encoder layer's feed-forward block"""
-    dropout: float = 0.05
-    """dropout inside the encoder"""
+    context_len: int = 3  # observations of the current episode the transformer reads
+    num_layers: int = 1  # transformer encoder layers
+    num_heads: int = 2  # attention heads
+    dim_model: int = 256  # token width
+    dim_feedforward: int = 512  # width of each encoder layer's feed-forward block
+    dropout: float = 0.05  # dropout inside the encoder
 
     # Evaluation and logging
-    eval_frequency: int = 10_000
-    """evaluate (deterministic actions, the eval envs, full episodes) every this many env steps"""
-    eval_episodes: int = 16
-    """episodes per evaluation (run --num-eval-envs at a time)"""
-    log_frequency: int = 1000
-    """log losses and SPS every this many env steps"""
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2."""
-
-
-class DivergenceError(Exception):
-    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
-
-
-def validate_args(args: Args) -> None:
-    positive = ["accel_buffer_size", "buffer_size", "batch_size", "finetune_batch_size", "policy_frequency",
-                "bc_frequency", "bc_updates", "bc_buffer_size", "context_len", "num_layers", "num_heads",
-                "dim_model", "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads",
-                "num_envs", "num_eval_envs"]  # fmt: skip
-    for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name, batch in [("accel_buffer_size", "batch_size"), ("buffer_size", "finetune_batch_size")]:
-        if getattr(args, name) < getattr(args, batch):
-            raise UsageError(f"--{name.replace('_', '-')} ({getattr(args, name)}) is smaller than "
-                             f"--{batch.replace('_', '-')} ({getattr(args, batch)})")  # fmt: skip
-    if args.obs_mode != "state":
-        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
-    if not (args.utd > 0 and math.isfinite(args.utd)):
-        raise UsageError(f"--utd must be positive and finite, got {args.utd}")
-    if args.dim_model % args.num_heads:
-        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
-    if not 0.0 <= args.dropout < 1.0:
-        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    for name in ["gamma", "tau", "bc_dagger"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
-        if not getattr(args, name) >= 0:  # NaN fails too
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
-    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
-        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
-        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
-    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
-        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
-    if args.sim_backend == "gpu" and not torch.cuda.is_available():
-        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+    eval_frequency: int = 10_000  # evaluate (deterministic, the eval envs, full episodes) every this many env steps
+    eval_episodes: int = 16  # episodes per evaluation (run --num-eval-envs at a time)
+    log_frequency: int = 1000  # log losses and SPS every this many env steps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,40 +211,6 @@ class VecEnv:
 
     def close(self):
         self.env.close()
-
-
-class EnvGenerators(gym.Wrapper):
-    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
-    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
-    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
-    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
-    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
-    before shows, typically a few steps into the gripper touching the cube)."""
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.reset_generators = None
-
-    def reset(self, **kwargs):
-        self.reset_generators = self.generators
-        return self.env.reset(**kwargs)
-
-    @property
-    def generators(self) -> dict:
-        base = self.env.unwrapped
-        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
-                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
-
-    @generators.setter
-    def generators(self, state: dict) -> None:
-        base = self.env.unwrapped
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
-        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
-            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
-                rng.set_state(rng_state)
 
 
 def use_gpu_sim(args: Args) -> bool:
@@ -475,7 +319,7 @@ class EncoderLayer(nn.Module):
     def attention(self, x, padding_mask, last_only: bool):
         """What self.attn(q, x, x, key_padding_mask=padding_mask, need_weights=False) computes, with its parameters
         (same state_dict), kept batch-first: its own (K, B, E) transposes and packed key/value split cost more
-        copies than the products on the CPU (tests/test_speed_equivalence_maniskill.py holds the two equal)."""
+        copies than the products on the CPU (tests/test_speed_equivalence.py holds the two equal)."""
         (b, k, e), heads = x.shape, self.attn.num_heads
         w_q, w_kv = self.attn.in_proj_weight.split([e, 2 * e])
         b_q, b_kv = self.attn.in_proj_bias.split([e, 2 * e])
@@ -527,8 +371,8 @@ def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam as one fused kernel over all parameters (CPU or CUDA): the same update, ~4x faster than the default
-    per-parameter loop on the CPU (BENCHMARKS.md, tests/test_speed_equivalence_maniskill.py)."""
+    """Adam as one fused kernel over all parameters: the same update, ~4x faster than the default per-parameter loop
+    on the CPU (BENCHMARKS.md, tests/test_speed_equivalence.py)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
@@ -558,6 +402,8 @@ class TrajectoryBuffer:
     """T of Algorithm 1: the accelerator's most recent (window, valid, action) samples, a ring of fixed capacity
     (fresh data only: the oldest sample leaves as a new one arrives; `clear` empties it)."""
 
+    FIELDS = ("windows", "valids", "actions")
+
     def __init__(self, capacity: int, context_len: int, obs_dim: int, act_dim: int, device):
         self.capacity = capacity
         self.windows = torch.zeros(capacity, context_len, obs_dim, device=device)
@@ -584,7 +430,7 @@ class TrajectoryBuffer:
         return self.windows[idx], self.valids[idx], self.actions[idx]
 
     def state_dict(self) -> dict:
-        return buffer_state(self, ("windows", "valids", "actions"))
+        return buffer_state(self, {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS})
 
     def load_state_dict(self, state: dict) -> None:
         load_buffer_state(self, state)
@@ -594,6 +440,8 @@ class ReplayBuffer:
     """Per-env ring buffer: row t, column e holds env e's transition (s, a, r, s', terminated) of its t-th step in
     the buffer, with the step index of s inside its episode. A column is one env's history in order, so the context
     window of s and s' is rebuilt for any sampled transition from the rows above it, without storing windows."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
 
     def __init__(self, size: int, num_envs: int, obs_dim: int, act_dim: int, device):
         self.rows, self.num_envs, self.device = max(1, math.ceil(size / num_envs)), num_envs, device
@@ -634,8 +482,7 @@ class ReplayBuffer:
         stage-2 buffer is prefilled with."""
         k = min(math.ceil(n / self.num_envs), self.count)
         idx = (self.ptr - k + torch.arange(k, device=self.device)) % self.rows
-        return {key: getattr(self, key)[idx].cpu() for key in ("obs", "next_obs", "actions", "rewards",
-                                                              "terminations", "episode_step")}  # fmt: skip
+        return {key: getattr(self, key)[idx].cpu() for key in self.FIELDS}
 
     def extend(self, data: dict) -> None:
         """Append rows in order (their episode-step indices keep the windows of s and s' rebuildable)."""
@@ -657,50 +504,15 @@ class ReplayBuffer:
         return data
 
     def state_dict(self) -> dict:
-        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+        # compact host copies of the filled rows (a slice of a tensor would save its whole storage)
+        return buffer_state(self, {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS})
 
     def load_state_dict(self, state: dict) -> None:
         load_buffer_state(self, state)
 
 
-def buffer_state(buffer, fields) -> dict:
-    """A ring buffer's filled part (the slots, or rows, below `count`: a ring fills from slot 0) and its pointer, as
-    compact CPU copies (a slice of a tensor would save its whole storage)."""
-    return {"ptr": buffer.ptr, "count": buffer.count,
-            **{k: getattr(buffer, k)[: buffer.count].to("cpu", copy=True) for k in fields}}  # fmt: skip
-
-
-def load_buffer_state(buffer, state: dict) -> None:
-    for k, v in state.items():
-        if k not in ("ptr", "count"):
-            getattr(buffer, k)[: len(v)] = v
-    buffer.ptr, buffer.count = state["ptr"], state["count"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Updates
-def check_finite(losses: dict, step: int) -> None:
-    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
-
-
-def check_finite_updates(updates: list[dict], step: int) -> None:
-    """check_finite on the losses of every update of a step (--num-envs x --utd TD3 updates, then the BC rounds), not
-    only the last one's, with one host sync (a sync per update would stall a CUDA step); the first non-finite loss is
-    named."""
-    values = [v.reshape(-1) for losses in updates for v in losses.values()]
-    if values and not torch.isfinite(torch.cat(values)).all():
-        for losses in updates:
-            check_finite(losses, step)
-
-
-def check_action(action: torch.Tensor, who: str, step: int) -> None:
-    # weights blown up by the last update are still finite; their first action is where NaN shows
-    if not torch.isfinite(action).all():
-        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
-
-
+# Losses and updates
 def td3_update(update, data, actor_in, next_actor_in, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
                q_optimizer, actor_optimizer, args: Args, train_actor: bool = True) -> dict:  # fmt: skip
     """One TD3 step (Algorithm 1 lines 8-19 for the accelerator, Algorithm 4 lines 5-14 for the transformer); `update`
@@ -862,7 +674,277 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop: Algorithm 1 (stage 1), then Algorithm 4 (stage 2), for all envs at once
+def crossed(step: int, num_envs: int, every: int) -> int:
+    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
+    return step // every - (step - num_envs) // every
+
+
+def whole_steps(steps: int, num_envs: int) -> int:
+    """A stage's length rounded up to whole steps of all envs, so that global_step lands on its end."""
+    return math.ceil(steps / num_envs) * num_envs
+
+
+def main(args: Args, on_step=None) -> None:
+    """Both stages. on_step, if given, is called with the loop's local variables after every step of all envs
+    (the tests inspect buffers, windows and networks of the real loop through it)."""
+    run = Run(args)  # checks the flags, reads resume.pt, seeds the generators, picks the device
+    device, state = run.device, run.state
+    with run:  # from here on the env processes, the writer and the bar are closed however the run ends
+        # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
+        envs = run.closes(make_envs(args, args.num_envs, args.ignore_terminations, device))
+        eval_envs = run.closes(make_envs(args, args.num_eval_envs, True, device))
+        N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
+        low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
+        ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if run.fine_tune_only else None
+
+        # Algorithm 1, lines 1-3
+        actor, actor_target = Actor(obs_dim, low, high).to(device), Actor(obs_dim, low, high).to(device)
+        qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+        qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+        transformer = make_transformer(obs_dim, low, high, args).to(device)
+        transformer_target = make_transformer(obs_dim, low, high, args).to(device)
+        for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target),
+                            (transformer, transformer_target)]:  # fmt: skip
+            target.load_state_dict(net.state_dict())
+        transformer.eval()  # acting is dropout-free; train mode only inside updates
+        transformer_target.eval()
+        q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+        actor_optimizer = adam(actor.parameters(), args.learning_rate)
+        transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
+        rb = ReplayBuffer(args.accel_buffer_size, N, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
+        trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim, device)
+        windows = EpisodeWindows(N, args.context_len, obs_dim, device)
+        learners = dict(actor=actor, actor_target=actor_target, qf1=qf1, qf2=qf2, qf1_target=qf1_target,
+                        qf2_target=qf2_target, transformer=transformer, transformer_target=transformer_target,
+                        q_optimizer=q_optimizer, actor_optimizer=actor_optimizer,
+                        transformer_optimizer=transformer_optimizer)  # fmt: skip
+
+        # stage lengths rounded up to whole steps of all envs, so that global_step lands on each stage's end
+        global_step, stage, stage1_end = 0, 1, whole_steps(args.accel_steps, N)
+        episode_count, updates, updates_owed, last_eval, stage_losses = 0, 0, 0.0, {}, {}
+        episode_step = torch.zeros(N, dtype=torch.long, device=device)
+        dagger = torch.zeros(N, dtype=torch.bool, device=device)  # the envs whose episode the transformer drives
+        if ckpt is not None:  # fine-tune only: stage 1's networks, targets and critic optimizer
+            global_step = stage1_end = load_accelerated(ckpt, learners, args)
+        obs = envs.reset(seed=args.seed)
+        if state is not None:  # --resume: the saved step, the RNGs last (building the networks above drew from them)
+            rb = ReplayBuffer(args.accel_buffer_size if state["stage"] == 1 else args.buffer_size, N, obs_dim, act_dim,
+                              device)  # fmt: skip
+            obs = run.restore(learners, rb, trajectory, envs)
+            keys = ("stage", "global_step", "episode_count", "updates", "updates_owed", "last_eval", "stage_losses")
+            stage, global_step, episode_count, updates, updates_owed, last_eval, stage_losses = (state[k] for k in keys)
+            dagger = torch.tensor(state["dagger"], dtype=torch.bool, device=device)  # each env goes on with its kind
+            stage1_end = resumed_stage1_end(args, state)
+        total_steps = stage1_end + whole_steps(args.finetune_steps, N)
+        windows.reset(obs)
+        episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
+
+        def resume_state() -> dict:  # everything the loop needs to go on from this step (rb: the active stage's)
+            return {"stage": stage, "global_step": global_step, "stage1_end": stage1_end,
+                    "episode_count": episode_count, "updates": updates, "updates_owed": updates_owed,
+                    "last_eval": last_eval, "stage_losses": stage_losses, "dagger": dagger.tolist(),
+                    "rb": rb.state_dict(), "trajectory": trajectory.state_dict(), **run.rng_state(envs, episode_step),
+                    **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
+
+        def networks(stage: int) -> dict:  # accelerated.pt (with stage 2's prefill: rows of all envs) or final.pt
+            return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
+                    "obs_dim": obs_dim, "act_dim": act_dim, **{k: v.state_dict() for k, v in learners.items()},
+                    "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
+
+        run.start(global_step, total_steps, stage1_end)
+        while global_step < total_steps:
+            if stage == 1 and global_step == stage1_end:
+                # Algorithm 4 line 1: keep critics and targets, drop the accelerator's actor, new small replay buffer
+                if not run.from_checkpoint:
+                    run.save("accelerated.pt", networks(stage=1))
+                trajectory.clear()
+                for key in [k for k in last_eval if k.startswith("accelerator")]:  # stage-2 lines: the transformer
+                    last_eval.pop(key)
+                stage_losses, updates, updates_owed = {}, 0, 0.0
+                # prefill: the accelerator's latest transitions, this run's or those stored in the checkpoint
+                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt.get("recent_transitions")
+                stage, rb = 2, ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
+                if args.prefill:
+                    rb.extend(recent)
+                transformer_optimizer = adam(transformer.parameters(), args.learning_rate)  # a fresh Adam
+                learners["transformer_optimizer"] = transformer_optimizer
+                obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
+                windows.reset(obs)
+                episode_step.zero_(), episode_return.zero_(), episode_success.zero_(), dagger.zero_()
+                run.new_stage(global_step)
+
+            action = act(stage, global_step, obs, windows, actor, transformer, envs, args, dagger)
+            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+                store_in_T(trajectory, windows, action, actor, args, dagger)
+            if not torch.isfinite(action).all():  # the one host sync; who acted is looked up only then
+                check_action(action, who_acted(stage, action, dagger), global_step)
+            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+            global_step += N
+            episode_step += 1
+            episode_return += reward
+            episode_success |= success
+            if done.any():  # means over the episodes that ended in this step
+                run.log(global_step, {"charts/episodic_return": episode_return[done].mean().item(),
+                                      "charts/episodic_length": episode_step[done].float().mean().item(),
+                                      "charts/success_once": episode_success[done].float().mean().item()})  # fmt: skip
+                episode_count += int(done.sum())
+                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+                dagger = draw_dagger(stage, global_step, done, dagger, args)
+            windows.push(next_obs, done)  # an env that reset starts its window afresh
+            obs = next_obs
+
+            step_losses = []  # every update's losses of this step: all are checked, the latest of each logged
+            if stage == 1 and global_step > args.learning_starts:  # Algorithm 1 lines 8-19, --utd updates a step
+                updates_owed += N * args.utd
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.batch_size)
+                    step_losses.append(td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor,
+                                                  actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                                  actor_optimizer, args))  # fmt: skip
+                updates_owed -= int(updates_owed)
+                for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
+                    step_losses.append(train_transformer(trajectory, transformer, transformer_target,
+                                                         transformer_optimizer, qf1, actor, args))  # fmt: skip
+            elif stage == 2:  # Algorithm 4 lines 5-14
+                updates_owed += N * args.utd
+                train_actor = global_step - stage1_end > args.critic_warmup
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.finetune_batch_size, args.context_len)
+                    transformer.train()
+                    step_losses.append(td3_update(updates, data, (data["window"], data["valid"]),
+                                                  (data["next_window"], data["next_valid"]), transformer,
+                                                  transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                                  transformer_optimizer, args, train_actor))  # fmt: skip
+                    transformer.eval()
+                updates_owed -= int(updates_owed)
+            check_finite_updates(step_losses, global_step)
+            losses = {name: value for update in step_losses for name, value in update.items()}
+            stage_losses.update(losses)
+            stage_end = global_step in (stage1_end, total_steps)
+            run.log_step(global_step, stage, stage_losses if stage_end else losses, stage_end)
+            if crossed(global_step, N, args.eval_frequency) or stage_end:  # both stages end with a measured success
+                seed = args.seed + 10_000 + global_step
+                policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
+                if stage == 1:
+                    policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
+                for who, policy in policies.items():
+                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
+                    fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
+                    result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
+                                      trajectory if fill else None)  # fmt: skip
+                    last_eval.update({f"{who}_{key}": value for key, value in result.items()})
+                run.report(global_step, stage, episode_count, last_eval)
+            if on_step is not None:
+                on_step(locals())
+            run.maybe_checkpoint(global_step, resume_state)
+        stage1_only = stage == 1 and not run.from_checkpoint  # --finetune-steps 0: stage 1 was the whole run
+        run.finish("accelerated.pt" if stage1_only else "final.pt", networks(stage=1 if stage1_only else 2))
+
+
+# ===============================================================================================================
+# Plumbing: validation, checkpoints and resume, signals, progress and logging. Nothing below changes what is learned.
+# ===============================================================================================================
+# Architecture fields a stage-1 checkpoint must share with the run that fine-tunes it.
+TRANSFORMER_FIELDS = ("context_len", "num_layers", "num_heads", "dim_model", "dim_feedforward")
+# The resumable state of an unfinished run (Run.restore says what a resumed run starts from); removed when it ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
+               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
+               "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+VULKAN_HINT = (
+    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
+    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
+)
+# (flags, requirement, test): each flag's value must pass its test, else a one-line error names flag and value
+RULES = (
+    (("accel_buffer_size", "buffer_size", "batch_size", "finetune_batch_size", "policy_frequency", "bc_frequency",
+      "bc_updates", "bc_batch_size", "bc_buffer_size", "context_len", "num_layers", "num_heads", "dim_model",
+      "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads", "num_envs",
+      "num_eval_envs"), "must be positive", lambda v: v is None or v > 0),
+    (("accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency", "policy_noise",
+      "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"), "must be >= 0",
+     lambda v: v >= 0),  # NaN fails too
+    (("utd",), "must be positive and finite", lambda v: 0 < v < math.inf),
+    (("gamma", "tau", "bc_dagger"), "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    (("dropout",), "must be in [0, 1)", lambda v: 0.0 <= v < 1.0),
+)  # fmt: skip
+
+
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_args(args: Args) -> None:
+    for names, requirement, ok in RULES:
+        for name in names:
+            if not ok(getattr(args, name)):
+                raise UsageError(f"{flag(name)} {requirement}, got {getattr(args, name)}")
+    for name, batch in [("accel_buffer_size", "batch_size"), ("buffer_size", "finetune_batch_size")]:
+        if getattr(args, name) < getattr(args, batch):
+            raise UsageError(f"{flag(name)} ({getattr(args, name)}) is smaller than {flag(batch)} "
+                             f"({getattr(args, batch)})")  # fmt: skip
+    if args.obs_mode != "state":
+        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
+        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
+        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+    if args.sim_backend == "gpu" and not torch.cuda.is_available():
+        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+
+
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def check_finite_updates(updates: list[dict], step: int) -> None:
+    """check_finite on the losses of every update of a step (--num-envs x --utd TD3 updates, then the BC rounds), not
+    only the last one's, with one host sync (a sync per update would stall a CUDA step); the first non-finite loss is
+    named."""
+    values = [v.reshape(-1) for losses in updates for v in losses.values()]
+    if values and not torch.isfinite(torch.cat(values)).all():
+        for losses in updates:
+            check_finite(losses, step)
+
+
+def check_action(action: torch.Tensor, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not torch.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
     rename it over `path`); the previous file stays whole until the new one is."""
@@ -872,6 +954,18 @@ def save_checkpoint(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def buffer_state(buffer, fields: dict) -> dict:
+    """A ring buffer's resumable state: its filled part (the slots below `count`: a ring fills from slot 0) as host
+    tensors, and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **fields}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k in buffer.FIELDS:
+        getattr(buffer, k)[: len(state[k])] = state[k]
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 def load_resume_state(run_path: str) -> dict:
@@ -891,23 +985,59 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+class EnvGenerators(gym.Wrapper):
+    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
+    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
+    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
+    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
+    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
+    before shows, typically a few steps into the gripper touching the cube)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.reset_generators = None
+
+    def reset(self, **kwargs):
+        self.reset_generators = self.generators
+        return self.env.reset(**kwargs)
+
+    @property
+    def generators(self) -> dict:
+        base = self.env.unwrapped
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
+                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
+
+    @generators.setter
+    def generators(self, state: dict) -> None:
+        base = self.env.unwrapped
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
+            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
+                rng.set_state(rng_state)
+
+
+def resumed_stage1_end(args: Args, state: dict) -> int:
+    """Where stage 2 starts in a resumed run: --accel-steps may still move it while stage 1 runs."""
+    return whole_steps(args.accel_steps, args.num_envs) if state["stage"] == 1 else state["stage1_end"]
+
+
 def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit (stage
     lengths rounded up to whole steps of all envs, as the run counts them)."""
     for name, saved in state["args"].items():
         if name not in RESUME_SAFE and getattr(args, name) != saved:
-            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
-                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
-    accel_steps, finetune_steps = (math.ceil(n / args.num_envs) * args.num_envs
-                                   for n in (args.accel_steps, args.finetune_steps))  # fmt: skip
+            raise UsageError(f"--resume {args.resume}: {flag(name)} {getattr(args, name)} contradicts the run's "
+                             f"{saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
     if args.accel_steps != state["args"]["accel_steps"]:
         if state["stage"] == 2 or args.accelerated_checkpoint:
             raise UsageError(f"--resume {args.resume}: --accel-steps cannot change, stage 1 is over")
-        if accel_steps < state["global_step"]:
+        if whole_steps(args.accel_steps, args.num_envs) < state["global_step"]:
             raise UsageError(f"--resume {args.resume}: --accel-steps {args.accel_steps} is less than the "
                              f"{state['global_step']} steps stage 1 has already run")  # fmt: skip
-    stage1_end = accel_steps if state["stage"] == 1 else state["stage1_end"]
-    if stage1_end + finetune_steps < state["global_step"]:
+    if resumed_stage1_end(args, state) + whole_steps(args.finetune_steps, args.num_envs) < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --finetune-steps {args.finetune_steps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
 
@@ -925,20 +1055,31 @@ def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
                          "give the accelerated.pt written at the end of stage 1")  # fmt: skip
     for name in ("env_id", "control_mode"):
         if ckpt["args"][name] != getattr(args, name):
-            raise UsageError(f"--accelerated-checkpoint {path} was made with --{name.replace('_', '-')} "
-                             f"{ckpt['args'][name]}, not {getattr(args, name)}")  # fmt: skip
+            raise UsageError(f"--accelerated-checkpoint {path} was made with {flag(name)} {ckpt['args'][name]}, not "
+                             f"{getattr(args, name)}")  # fmt: skip
     if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
         raise UsageError(f"--accelerated-checkpoint {path}: obs/action dims {ckpt['obs_dim']}/{ckpt['act_dim']} "
                          f"do not match the env's {obs_dim}/{act_dim}")  # fmt: skip
     for name in TRANSFORMER_FIELDS:
         if ckpt["args"][name] != getattr(args, name):
-            raise UsageError(f"--accelerated-checkpoint {path} has --{name.replace('_', '-')} "
-                             f"{ckpt['args'][name]}, this run asks for {getattr(args, name)}")  # fmt: skip
+            raise UsageError(f"--accelerated-checkpoint {path} has {flag(name)} {ckpt['args'][name]}, this run asks "
+                             f"for {getattr(args, name)}")  # fmt: skip
     if args.prefill and ckpt["args"]["num_envs"] != args.num_envs:
         raise UsageError(f"--accelerated-checkpoint {path} holds transitions of {ckpt['args']['num_envs']} envs to "
                          f"prefill stage 2's buffer with, this run has --num-envs {args.num_envs}; match it or add "
                          "--no-prefill")  # fmt: skip
     return ckpt
+
+
+def load_accelerated(ckpt: dict, learners: dict, args: Args) -> int:
+    """Fine-tune only: stage 1's networks, targets and critic optimizer (not the dropped actor's Adam; the
+    transformer's starts fresh, Algorithm 4), at this run's --learning-rate. Returns the step stage 1 ended at."""
+    for name, obj in learners.items():
+        if name not in ("actor_optimizer", "transformer_optimizer"):
+            obj.load_state_dict(ckpt[name])
+    for group in learners["q_optimizer"].param_groups:
+        group["lr"] = args.learning_rate
+    return ckpt["global_step"]
 
 
 def duration(seconds: float) -> str:
@@ -962,324 +1103,195 @@ def versions() -> dict:
     return out
 
 
-def crossed(step: int, num_envs: int, every: int) -> int:
-    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
-    return step // every - (step - num_envs) // every
+class Run:
+    """What main() needs besides the method: the run directory and its resume.pt, seeds and device, TensorBoard (and
+    wandb), the progress line and bar, SIGTERM/SIGINT, the checkpoint writes, and the envs (their processes) to close
+    however the run ends."""
 
+    def __init__(self, args: Args):
+        validate_args(args)
+        self.args, self.state = args, None  # state: the resumable state of the run that --resume continues
+        if args.resume:
+            self.state = load_resume_state(args.resume)
+            check_resume_args(args, self.state)
+            self.path = os.path.normpath(args.resume)
+            for tmp in glob.glob(os.path.join(self.path, "*.pt.tmp*")):  # left by a process killed mid-write
+                os.remove(tmp)
+        else:
+            name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            while os.path.exists(os.path.join(args.run_dir, name)):  # same seed started in the same second
+                name += "_"
+            self.path = os.path.join(args.run_dir, name)
+        self.name = os.path.basename(self.path)
+        self.fine_tune_only = args.accelerated_checkpoint is not None and self.state is None
+        self.from_checkpoint = self.state["from_checkpoint"] if self.state else args.accelerated_checkpoint is not None
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        if args.torch_deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+        torch.use_deterministic_algorithms(args.torch_deterministic)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.num_threads)
+        self.sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
+        self.writer, self.bar, self.stop, self.handlers, self.closing = None, None, [], {}, []
 
-# ---------------------------------------------------------------------------------------------------------------
-def main(args: Args, on_step=None) -> None:
-    """Both stages. on_step, if given, is called with the loop's local variables after every step of all envs
-    (the tests inspect buffers, windows and networks of the real loop through it)."""
-    validate_args(args)
-    state = None  # the resumable state of the run that --resume continues
-    if args.resume:
-        state = load_resume_state(args.resume)
-        check_resume_args(args, state)
-        run_path = os.path.normpath(args.resume)
-        run_name = os.path.basename(run_path)
-        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
-            os.remove(tmp)
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-            run_name += "_"
+    def closes(self, envs: VecEnv) -> VecEnv:
+        """Close these envs when the run ends, however it ends."""
+        self.closing.append(envs)
+        return envs
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.num_threads)
-
-    # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
-    envs = make_envs(args, args.num_envs, args.ignore_terminations, device)
-    try:
-        eval_envs = make_envs(args, args.num_eval_envs, True, device)
-    except UsageError:
-        envs.close()
-        raise
-    N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
-    low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
-    try:
-        ckpt = None
-        if args.accelerated_checkpoint and state is None:
-            ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
-    except UsageError:
-        envs.close(), eval_envs.close()
-        raise
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            envs.close(), eval_envs.close()
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
-    from torch.utils.tensorboard import SummaryWriter
-
-    sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
-    if state is None:
-        writer = SummaryWriter(run_path)
-        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device),
-                 "sim": sim}  # fmt: skip
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
-    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
-        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
-        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
-        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
-            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
-        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
-
-    # Algorithm 1, lines 1-3
-    actor = Actor(obs_dim, low, high).to(device)
-    actor_target = Actor(obs_dim, low, high).to(device)
-    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    transformer = make_transformer(obs_dim, low, high, args).to(device)
-    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
-    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
-        target.load_state_dict(net.state_dict())
-    transformer.eval()  # acting is dropout-free; train mode only inside updates
-    transformer_target.eval()
-    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
-    actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.accel_buffer_size, N, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
-    trajectory = TrajectoryBuffer(args.bc_buffer_size, args.context_len, obs_dim, act_dim, device)
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
-                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
-                "transformer_optimizer": transformer_optimizer}  # fmt: skip
-
-    # stage lengths rounded up to whole steps of all envs, so that global_step lands on each stage's end
-    global_step, stage1_end, stage = 0, math.ceil(args.accel_steps / N) * N, 1
-    if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
-        for name, obj in learners().items():  # not the dropped actor's Adam, the transformer's starts fresh (Alg. 4)
-            if name not in ("actor_optimizer", "transformer_optimizer"):
-                obj.load_state_dict(ckpt[name])
-        for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
-            group["lr"] = args.learning_rate
-        global_step = stage1_end = ckpt["global_step"]
-    from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
-    windows = EpisodeWindows(N, args.context_len, obs_dim, device)
-    episode_step = torch.zeros(N, dtype=torch.long, device=device)
-    dagger = torch.zeros(N, dtype=torch.bool, device=device)  # the envs whose episode the transformer drives
-    episode_count, updates, updates_owed = 0, 0, 0.0
-    last_eval, stage_losses = {}, {}
-    obs = envs.reset(seed=args.seed)
-
-    def checkpoint(stage: int) -> dict:
-        return {"script": "td3_accel_maniskill.py", "stage": stage, "global_step": global_step, "args": asdict(args),
-                "obs_dim": obs_dim, "act_dim": act_dim, "versions": versions(),
-                **{k: v.state_dict() for k, v in learners().items()},
-                # the accelerator's latest transitions (rows of all envs), to prefill stage 2's buffer from here
-                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
-
-    def resume_state() -> dict:
-        """Everything the loop needs to go on from this step: from the same episodes where every env has just started
-        one (the env processes' generators as they were before those resets, to redo them), else from fresh episodes
-        (ManiSkill's mid-episode states are not saved). rb is the active stage's replay buffer."""
-        episode_start = bool((episode_step == 0).all())
-        return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
-                "stage1_end": stage1_end, "from_checkpoint": from_checkpoint, "args": asdict(args),
-                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
-                "trajectory": trajectory.state_dict(), "episode_count": episode_count, "updates": updates,
-                "updates_owed": updates_owed, "last_eval": last_eval, "stage_losses": stage_losses,
-                "episode_start": episode_start, "episode_step": episode_step.tolist(), "dagger": dagger.tolist(),
-                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
-
-    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
-        stage, global_step, episode_count = state["stage"], state["global_step"], state["episode_count"]
-        stage1_end = math.ceil(args.accel_steps / N) * N if stage == 1 else state["stage1_end"]
-        updates, updates_owed = state["updates"], state["updates_owed"]
-        for name, obj in learners().items():
+    def restore(self, learners: dict, rb: ReplayBuffer, trajectory: TrajectoryBuffer, envs: VecEnv):
+        """--resume: learners, buffers and every generator as saved; the envs' first observations. Where every env had
+        just started an episode (all ended in the same step: with --ignore-terminations every time limit x --num-envs
+        steps), each CPU env process gets its generators back as they were before that reset and the same episodes
+        start again, to the bit; the run still drifts apart from an uninterrupted one later, as PhysX's results depend
+        on the steps a simulator ran before (measured: within a few steps of the gripper touching the cube; envs
+        without that history, the tests' fake ones, resume exactly). Elsewhere, and on the GPU simulator (whose
+        generators are not saved), the unfinished episodes are dropped (not logged) and every env starts a fresh one."""
+        state = self.state
+        for name, obj in learners.items():
             obj.load_state_dict(state[name])
-        rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, N, obs_dim, act_dim, device)
         rb.load_state_dict(state["rb"])
         trajectory.load_state_dict(state["trajectory"])
-        last_eval, stage_losses = state["last_eval"], state["stage_losses"]
-        dagger = torch.tensor(state["dagger"], dtype=torch.bool, device=device)  # each env goes on with its kind
         obs = envs.reset_from(state["env_generators"])  # at an episode start: the same episodes again
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and device.type == "cuda":
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {run_path} at step {global_step} (stage {stage})", flush=True)
+        print(f"resumed {self.path} at step {state['global_step']} (stage {state['stage']})", flush=True)
         if not state["episode_start"]:
-            print(f"resumed mid-episode: the {N} interrupted episodes (up to {max(state['episode_step'])} steps in) "
-                  "are not counted and every env starts a fresh one (environment states are not saved)",
+            print(f"resumed mid-episode: the {envs.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
+                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
                   flush=True)  # fmt: skip
         elif state["env_generators"] is None:
             print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
                   "another episode than the interrupted run's would have", flush=True)  # fmt: skip
-    total_steps = stage1_end + math.ceil(args.finetune_steps / N) * N
-    if state is None:
-        print(f"run {run_path}: steps {global_step}..{total_steps} (env steps over {N} envs), stage 2 from step "
-              f"{stage1_end}, device {device}, sim {sim}", flush=True)  # fmt: skip
+        return obs
 
-    windows.reset(obs)
-    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
-    stage_start_step, stage_start_time = global_step, time.time()
-    bar = None
-    if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
-        from tqdm import tqdm
+    def rng_state(self, envs: VecEnv, episode_step: torch.Tensor) -> dict:
+        """Every generator's state: where every env has just started an episode, the env processes' as they were
+        before those resets, to redo them; else a fresh episode starts (ManiSkill's mid-episode states are not
+        saved)."""
+        episode_start = bool((episode_step == 0).all())
+        return {"episode_start": episode_start, "episode_step": episode_step.tolist(),
+                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
-    stop = []
+    def start(self, global_step: int, total_steps: int, stage1_end: int):
+        """Open TensorBoard (and wandb), print the run's line, start the bar, catch SIGTERM and SIGINT."""
+        args, self.total_steps = self.args, total_steps
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError("--track needs wandb: pip install wandb") from None
 
-    def on_signal(signum, frame):
-        if stop:
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=self.name, id=self.name, resume="allow", save_code=True)  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.state is None:
+            self.writer = SummaryWriter(self.path)
+            table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(self.device),
+                     "sim": self.sim}  # fmt: skip
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
+            )
+            print(f"run {self.path}: steps {global_step}..{total_steps} (env steps over {args.num_envs} envs), stage 2 "
+                  f"from step {stage1_end}, device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
+        else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+            # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+            events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
+            while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+                time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
+            self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
+        self.new_stage(global_step)
+        if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits now."""
+        if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
-        stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+        self.stop.append(signal.Signals(signum).name)
+        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while global_step < total_steps:
-            if stage == 1 and global_step == stage1_end:
-                # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
-                # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
-                if not from_checkpoint:
-                    save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-                trajectory.clear()
-                for key in [k for k in last_eval if k.startswith("accelerator")]:  # stage-2 lines: the transformer
-                    last_eval.pop(key)
-                stage_losses, updates, updates_owed = {}, 0, 0.0
-                recent = None
-                if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
-                    recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
-                stage, rb = 2, ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
-                if recent is not None:
-                    rb.extend(recent)
-                transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-                obs = envs.reset()  # the accelerator's unfinished episodes are dropped, not logged
-                windows.reset(obs)
-                episode_step.zero_(), episode_return.zero_(), episode_success.zero_(), dagger.zero_()
-                stage_start_step, stage_start_time = global_step, time.time()
+    def new_stage(self, global_step: int) -> None:
+        self.stage_start_step, self.stage_start_time = global_step, time.time()
 
-            action = act(stage, global_step, obs, windows, actor, transformer, envs, args, dagger)
-            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-                store_in_T(trajectory, windows, action, actor, args, dagger)
-            if not torch.isfinite(action).all():  # the one host sync; who acted is looked up only then
-                check_action(action, who_acted(stage, action, dagger), global_step)
-            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
-            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
-            global_step += N
-            episode_step += 1
-            episode_return += reward
-            episode_success |= success
-            if done.any():  # means over the episodes that ended in this step
-                writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
-                writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
-                writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
-                episode_count += int(done.sum())
-                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
-                dagger = draw_dagger(stage, global_step, done, dagger, args)
-            windows.push(next_obs, done)  # an env that reset starts its window afresh
-            obs = next_obs
+    def sps(self, global_step: int) -> float:
+        return (global_step - self.stage_start_step) / (time.time() - self.stage_start_time)
 
-            step_losses = []  # every update's losses of this step: all are checked, the latest of each logged
-            if stage == 1 and global_step > args.learning_starts:
-                updates_owed += N * args.utd
-                for _ in range(int(updates_owed)):
-                    updates += 1
-                    data = rb.sample(args.batch_size)
-                    step_losses.append(td3_update(updates, data, (data["obs"],), (data["next_obs"],), actor,
-                                                  actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
-                                                  actor_optimizer, args))  # fmt: skip
-                updates_owed -= int(updates_owed)
-                for _ in range(crossed(global_step, N, args.bc_frequency) if len(trajectory) else 0):
-                    step_losses.append(train_transformer(trajectory, transformer, transformer_target,
-                                                         transformer_optimizer, qf1, actor, args))  # fmt: skip
-            elif stage == 2:
-                updates_owed += N * args.utd
-                train_actor = global_step - stage1_end > args.critic_warmup
-                for _ in range(int(updates_owed)):
-                    updates += 1
-                    data = rb.sample(args.finetune_batch_size, args.context_len)
-                    transformer.train()
-                    step_losses.append(td3_update(updates, data, (data["window"], data["valid"]),
-                                                  (data["next_window"], data["next_valid"]), transformer,
-                                                  transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
-                                                  transformer_optimizer, args, train_actor))  # fmt: skip
-                    transformer.eval()
-                updates_owed -= int(updates_owed)
-            check_finite_updates(step_losses, global_step)
-            losses = {name: value for update in step_losses for name, value in update.items()}
-            stage_losses.update(losses)
-            if bar is not None:
-                bar.update(N)
+    def log(self, global_step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, global_step)
 
-            stage_end = global_step in (stage1_end, total_steps)
-            if crossed(global_step, N, args.log_frequency) or stage_end:  # the stage's latest losses at its end
-                for name, value in (stage_losses if stage_end else losses).items():
-                    writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/stage", stage, global_step)
-            # also at the end of each stage, so both stages end with a measured success rate
-            if crossed(global_step, N, args.eval_frequency) or stage_end:
-                seed = args.seed + 10_000 + global_step
-                policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
-                if stage == 1:
-                    policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
-                for who, policy in policies.items():
-                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                    fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
-                    result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
-                                      trajectory if fill else None)  # fmt: skip
-                    for key, value in result.items():
-                        last_eval[f"{who}_{key}"] = value
-                        writer.add_scalar(f"eval/{who}_{key}", value, global_step)
-                sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
-                evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
-                eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
-                line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
-                if bar is None:
-                    print(line, flush=True)
-                else:
-                    bar.write(line)
-                    bar.set_postfix_str(f"stage {stage}")
-            if on_step is not None:
-                on_step(locals())
-            periodic = args.checkpoint_frequency and crossed(global_step, N, args.checkpoint_frequency)
-            if global_step < total_steps and (stop or periodic):
-                writer.flush()  # every event up to this step is on disk before the state that follows it
-                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
-                if stop:
-                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                      f"python {os.path.basename(__file__)} --resume {run_path}")  # fmt: skip
+    def log_step(self, global_step: int, stage: int, losses: dict, stage_end: bool) -> None:
+        """After each step of all envs: the bar, and every --log-frequency steps and at a stage's end the losses and
+        SPS."""
+        if self.bar is not None:
+            self.bar.update(self.args.num_envs)
+        if crossed(global_step, self.args.num_envs, self.args.log_frequency) or stage_end:
+            self.log(global_step, {name: value.item() for name, value in losses.items()})
+            self.log(global_step, {"charts/SPS": int(self.sps(global_step)), "charts/stage": stage})
 
-        if stage == 1 and not from_checkpoint:  # --finetune-steps 0: stage 1 was the whole run
-            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+    def report(self, global_step: int, stage: int, episode_count: int, last_eval: dict) -> None:
+        """An evaluation's results: to TensorBoard, and as the progress line (the bar's postfix on a terminal)."""
+        self.log(global_step, {f"eval/{k}": v for k, v in last_eval.items()})
+        sps = self.sps(global_step)
+        evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
+        eta = duration((self.total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+        line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+        if self.bar is None:
+            print(line, flush=True)
         else:
-            save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
-        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
-            os.remove(os.path.join(run_path, RESUME_FILE))
-        print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
-    finally:
-        if bar is not None:
-            bar.close()
-        envs.close()
-        eval_envs.close()
-        writer.close()
-        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+            self.bar.write(line)
+            self.bar.set_postfix_str(f"stage {stage}")
+
+    def save(self, name: str, payload: dict) -> None:
+        save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
+
+    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+        """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
+        every = self.args.checkpoint_frequency
+        periodic = every and crossed(global_step, self.args.num_envs, every)
+        if global_step < self.total_steps and (self.stop or periodic):
+            self.writer.flush()  # every event up to this step is on disk before the state that follows it
+            self.save(RESUME_FILE, {"script": os.path.basename(__file__), "from_checkpoint": self.from_checkpoint,
+                                    **resume_state()})  # fmt: skip
+            if self.stop:
+                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                  f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
+
+    def finish(self, name: str, payload: dict) -> None:
+        """The run is over: its last checkpoint, and no resume.pt left to resume."""
+        self.save(name, payload)
+        if os.path.exists(os.path.join(self.path, RESUME_FILE)):
+            os.remove(os.path.join(self.path, RESUME_FILE))
+        print(f"done: checkpoints and TensorBoard events in {self.path}", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        for envs in self.closing:
+            envs.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sig, handler in self.handlers.items():  # last: a signal during the closing above is still ours
             signal.signal(sig, handler)
 
 
