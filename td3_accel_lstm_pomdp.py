@@ -1,12 +1,20 @@
-# Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on partially observable
-# Gymnasium MuJoCo (`--pomdp velocity`: only the velocity entries of each observation are seen).
-# Stage 1 (Algorithm 1): an LSTM TD3 accelerator (actor and twin critics read the last --history-len observations of
-# the episode) learns online and trains a transformer actor (last --context-len observations) from a trajectory
-# buffer T by behavior cloning (Algorithm 2) and, optionally, ascent on the LSTM critic (Algorithm 3).
-# Stage 2 (Algorithm 4): the transformer becomes the TD3 actor, reusing the LSTM twin critics and their targets, with
-# a fresh, small replay buffer. CleanRL-style: everything the method needs is in this one file.
-# A run can be interrupted and resumed: --checkpoint-frequency (and SIGTERM/SIGINT, which then exit 3) write
-# RUN_DIR/resume.pt, and --resume RUN_DIR continues the run from it.
+"""Transformer acceleration (Zelezetsky et al., "Accelerating Transformers in Online RL") on partially observable
+Gymnasium MuJoCo (`--pomdp velocity`: only the velocity entries of each observation are seen).
+
+Stage 1 (Algorithm 1): an LSTM TD3 accelerator (actor and twin critics read the last --history-len observations of the
+episode) learns online and trains a transformer actor (last --context-len observations) from a trajectory buffer T by
+behavior cloning (Algorithm 2) and, optionally, ascent on the LSTM critic (Algorithm 3). Stage 2 (Algorithm 4): the
+transformer becomes the TD3 actor, reusing the LSTM twin critics and their targets, with a fresh, small replay buffer.
+
+    python td3_accel_lstm_pomdp.py --env-id Hopper-v4 --buffer-size 15000
+    python td3_accel_lstm_pomdp.py --resume runs/RUN_DIR       # continue an interrupted run
+    python td3_accel_lstm_pomdp.py --help
+
+CleanRL-style: the method, top to bottom, then main() (Algorithm 1 followed by Algorithm 4). The last section,
+"Plumbing", holds validation, checkpoints and resume, signals and progress: a reader who stops before it has read
+the whole method. td3_accel_mujoco.py is the same method with MLP networks on full observations.
+"""
+
 import copy
 import glob
 import os
@@ -25,25 +33,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-# Fields a stage-1 checkpoint must share with the run that fine-tunes it: what the observations are, what the LSTM
-# critics read and how they are built, and the transformer's architecture.
-CHECKPOINT_FIELDS = ("pomdp", "history_len", "lstm_hidden_size", "context_len", "num_layers", "num_heads",
-                     "dim_model", "dim_feedforward")  # fmt: skip
-# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
-RESUME_FILE = "resume.pt"
-# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
-RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
-               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
-               "resume")  # fmt: skip
-EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
-
-
-def default_threads() -> int:
-    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
-    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
 
 @dataclass
 class Args:
@@ -53,28 +42,20 @@ class Args:
     --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0
     --no-prefill --critic-warmup 0"""
 
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of the experiment"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
+    seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
     """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
     and on CUDA the cuBLAS workspace setting they need)"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available"""
-    num_threads: int = field(default_factory=default_threads)
+    cuda: bool = True  # if toggled, cuda will be used when available
+    num_threads: int = field(default_factory=lambda: default_threads())
     """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
     stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "transformer-acceleration"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
-    run_dir: str = "runs"
-    """where run directories (TensorBoard events, checkpoints) are created"""
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # record videos of training episodes (videos/, needs moviepy)
+    run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
     """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs) to RUN_DIR/resume.pt every this
     many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
@@ -83,56 +64,33 @@ class Args:
     evaluation, logging, checkpoint frequency and threads may be given anew"""
 
     # Environment and stage lengths
-    env_id: str = "HalfCheetah-v4"
-    """the id of a Gymnasium MuJoCo environment with a Box action space"""
+    env_id: str = "HalfCheetah-v4"  # the id of a Gymnasium MuJoCo environment with a Box action space
     pomdp: Literal["velocity", "none"] = "velocity"
     """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant);
     `none`: the full observation"""
-    accel_steps: int = 500_000
-    """stage 1 length in environment steps (accelerator learns, transformer is accelerated)"""
-    finetune_steps: int = 500_000
-    """stage 2 length in environment steps (transformer fine-tuned online)"""
-    accelerated_checkpoint: str | None = None
-    """skip stage 1 and fine-tune from this stage-1 checkpoint (`accelerated.pt`)"""
+    accel_steps: int = 500_000  # stage 1 length in environment steps (accelerator learns, transformer is accelerated)
+    finetune_steps: int = 500_000  # stage 2 length in environment steps (transformer fine-tuned online)
+    accelerated_checkpoint: str | None = None  # skip stage 1: fine-tune from this accelerated.pt
 
     # TD3 (Table 1, MuJoCo)
-    buffer_size: int = 100_000
-    """stage 2 (transformer) replay buffer size"""
-    accel_buffer_size: int = 500_000
-    """stage 1 (accelerator) replay buffer size"""
-    learning_starts: int = 25_000
-    """stage 1 steps of uniform random actions before the accelerator learns (stage 2 learns at once)"""
-    batch_size: int = 256
-    """minibatch size of every TD3, BC and critic-ascent update"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    tau: float = 0.005
-    """target smoothing coefficient"""
-    policy_noise: float = 0.2
-    """the scale of the target policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the clip of the target policy smoothing noise"""
-    exploration_noise: float = 0.1
-    """the scale of the Gaussian exploration noise (both stages)"""
-    policy_frequency: int = 2
-    """the frequency of delayed actor (and target) updates"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of every network"""
+    buffer_size: int = 100_000  # stage 2 (transformer) replay buffer size
+    accel_buffer_size: int = 500_000  # stage 1 (accelerator) replay buffer size
+    learning_starts: int = 25_000  # stage-1 steps of random actions before learning (stage 2 learns at once)
+    batch_size: int = 256  # minibatch size of every TD3, BC and critic-ascent update
+    gamma: float = 0.99  # the discount factor gamma
+    tau: float = 0.005  # target smoothing coefficient
+    policy_noise: float = 0.2  # the scale of the target policy smoothing noise
+    noise_clip: float = 0.5  # the clip of the target policy smoothing noise
+    exploration_noise: float = 0.1  # the scale of the Gaussian exploration noise (both stages)
+    policy_frequency: int = 2  # the frequency of delayed actor (and target) updates
+    learning_rate: float = 3e-4  # Adam learning rate of every network
 
-    # Transformer acceleration (Algorithms 1-3). The defaults keep the transformer close to its accelerator (the
-    # transfer study in RESULTS.md); Algorithm 1 as printed (train on T, then empty it) is
-    # --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0
-    # --bc-dagger 0
-    bc_frequency: int = 8
-    """train the transformer every this many environment steps (stage 1, after --learning-starts)"""
-    bc_updates: int = 1
-    """gradient steps (minibatches drawn from T) at each transformer training round"""
-    bc_batch_size: int | None = None
-    """minibatch size of the BC and critic-ascent steps (default: --batch-size)"""
-    bc_buffer_size: int = 10_000
-    """capacity of T: it holds only the accelerator's most recent (window, action) samples"""
-    bc_clear: bool = False
-    """if toggled, empty T after each training round (Algorithm 1 as printed) instead of keeping the most recent"""
+    # Transformer acceleration (Algorithms 1-3); the defaults keep the transformer close to its accelerator
+    bc_frequency: int = 8  # train the transformer every this many environment steps (stage 1, after --learning-starts)
+    bc_updates: int = 1  # gradient steps (minibatches drawn from T) at each transformer training round
+    bc_batch_size: int | None = None  # minibatch size of the BC and critic-ascent steps (default: --batch-size)
+    bc_buffer_size: int = 10_000  # capacity of T: it holds only the accelerator's most recent (window, action) samples
+    bc_clear: bool = False  # empty T after each training round (Algorithm 1 as printed)
     bc_target: Literal["behavior", "actor"] = "actor"
     """BC target: the accelerator's current noise-free LSTM actor on T's stored (possibly noisy) history, relabelled
     at training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
@@ -142,101 +100,40 @@ class Args:
     """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
     no --bc-dagger episodes, the accelerator drives every training episode)"""
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero; the LSTM reads its tail): with
-    --bc-target actor the label is the accelerator's action on that noisy history, so the transformer also learns it
-    a little off the visited states, where its own small errors take it (without it, Pendulum's transformer drifted
-    off T's states; RESULTS.md). 0: the states as visited"""
+    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero; the LSTM reads its tail), so the
+    transformer also learns a little off the visited states, where its own errors take it (RESULTS.md, Pendulum).
+    0: the states as visited"""
     bc_dagger: float = 0.25
     """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
     transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
-    errors lead to, labelled by the accelerator; the accelerator learns from these transitions too, off-policy
-    (without it, Pendulum's transformer failed the swing-up the accelerator had learned; RESULTS.md). 0: the
-    accelerator always acts"""
-    critic_ascent: bool = False
-    """also train the transformer by gradient ascent on the accelerator's critic Q1 (Algorithm 3)"""
+    errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's
+    swing-up). 0: the accelerator always acts"""
+    critic_ascent: bool = False  # also train the transformer by ascent on the LSTM critic Q1 (Algorithm 3)
     prefill: bool = True
     """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions (the critics
     keep learning from broad data while the transformer's own arrive); --no-prefill starts it empty (Algorithm 4)"""
     critic_warmup: int = 1000
-    """stage 2: steps in which only the critics learn before the transformer's actor updates start: its first
-    updates follow critics already fitted to its own actions, so the handover keeps stage 1's level (RESULTS.md;
-    0: none, as in Algorithm 4)"""
+    """stage 2: steps in which only the critics learn before the transformer's actor updates start, so its first
+    updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)"""
 
     # LSTM accelerator (actor and twin critics)
     history_len: int = 3
-    """observations of the current episode each LSTM reads; 3 whatever --context-len is (the two are independent,
-    equal only by default: each network gets its own window of the same stored episode)"""
-    lstm_hidden_size: int = 128
-    """hidden (and cell) state size of every LSTM (the paper gives none; as in baselines/td3_lstm_mujoco.py)"""
+    """observations of the current episode each LSTM reads; 3 whatever --context-len is (each network reads its own
+    tail of the same stored episode window)"""
+    lstm_hidden_size: int = 128  # hidden (and cell) state size of every LSTM (as baselines/td3_lstm_mujoco.py)
 
     # Transformer actor (Table 1)
-    context_len: int = 3
-    """observations of the current episode the transformer reads"""
-    num_layers: int = 1
-    """transformer encoder layers"""
-    num_heads: int = 2
-    """attention heads"""
-    dim_model: int = 256
-    """token width"""
-    dim_feedforward: int = 512
-    """width of each encoder layer's feed-forward block"""
-    dropout: float = 0.05
-    """dropout inside the encoder"""
+    context_len: int = 3  # observations of the current episode the transformer reads
+    num_layers: int = 1  # transformer encoder layers
+    num_heads: int = 2  # attention heads
+    dim_model: int = 256  # token width
+    dim_feedforward: int = 512  # width of each encoder layer's feed-forward block
+    dropout: float = 0.05  # dropout inside the encoder
 
     # Evaluation and logging
-    eval_frequency: int = 10_000
-    """evaluate (deterministic actions, separate env) every this many environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation"""
-    log_frequency: int = 1000
-    """log losses and SPS every this many environment steps"""
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2."""
-
-
-class DivergenceError(Exception):
-    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
-
-
-def validate_args(args: Args) -> None:
-    positive = ["accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency",
-                "bc_updates", "bc_buffer_size", "history_len", "lstm_hidden_size", "context_len", "num_layers",
-                "num_heads", "dim_model", "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency",
-                "num_threads"]  # fmt: skip
-    for name in positive + ["bc_batch_size"] * (args.bc_batch_size is not None):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ["accel_buffer_size", "buffer_size"]:
-        if getattr(args, name) < args.batch_size:
-            raise UsageError(
-                f"--{name.replace('_', '-')} ({getattr(args, name)}) is smaller than --batch-size ({args.batch_size})"
-            )
-    if args.dim_model % args.num_heads:
-        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
-    if not 0.0 <= args.dropout < 1.0:
-        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    for name in ["gamma", "tau", "bc_dagger"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["policy_noise", "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"]:
-        if not getattr(args, name) >= 0:  # NaN fails too
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
-    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
-        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
-        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
-    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
-        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+    eval_frequency: int = 10_000  # evaluate (deterministic actions, separate env) every this many environment steps
+    eval_episodes: int = 5  # episodes per evaluation
+    log_frequency: int = 1000  # log losses and SPS every this many environment steps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -565,6 +462,8 @@ class TrajectoryBuffer:
     max(--history-len, --context-len) long; the LSTMs read the last --history-len, the transformer the last
     --context-len."""
 
+    FIELDS = ("windows", "valids", "actions")
+
     def __init__(self, capacity: int, length: int, obs_dim: int, act_dim: int):
         self.capacity = capacity
         self.windows = np.zeros((capacity, length, obs_dim), dtype=np.float32)
@@ -585,10 +484,10 @@ class TrajectoryBuffer:
 
     def sample(self, batch_size: int, device):
         idx = np.random.randint(0, self.count, size=batch_size)
-        return tuple(torch.as_tensor(x[idx], device=device) for x in (self.windows, self.valids, self.actions))
+        return tuple(torch.as_tensor(getattr(self, k)[idx], device=device) for k in self.FIELDS)
 
     def state_dict(self) -> dict:
-        return buffer_state(self, ("windows", "valids", "actions"))
+        return buffer_state(self, {k: torch.from_numpy(getattr(self, k)[: self.count]) for k in self.FIELDS})
 
     def load_state_dict(self, state: dict) -> None:
         load_buffer_state(self, state)
@@ -596,102 +495,88 @@ class TrajectoryBuffer:
 
 class ReplayBuffer:
     """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
-    history and context windows of s and s' for any sampled transition without storing windows."""
+    history and context windows of s and s' for any sampled transition without storing windows. Kept on the training
+    device (CPU or GPU) as one tensor, a row per transition, the fields column views of it (episode_step as float32,
+    exact below 2^24): add() copies one row, sample() gathers transitions and windows where they are. Indices are
+    drawn by numpy's generator, or with `torch_rng` (the CUDA path) by torch's on the device, with no host sync."""
 
-    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
-        self.size, self.device = size, device
-        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((size, act_dim), dtype=np.float32)
-        self.rewards = np.zeros(size, dtype=np.float32)
-        self.terminations = np.zeros(size, dtype=np.float32)
-        self.episode_step = np.zeros(size, dtype=np.int64)
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device, torch_rng: bool = False):
+        self.size, self.device, self.torch_rng = size, torch.device(device), torch_rng
+        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0, episode_step=0)
+        self.rows = torch.zeros(size, sum(max(w, 1) for w in widths.values()), device=self.device)
+        start = 0
+        for k, w in widths.items():  # 0: a 1-D field
+            setattr(self, k, self.rows[:, start : start + w] if w else self.rows[:, start])
+            start += max(w, 1)
         self.ptr, self.count = 0, 0
 
     def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
-        i = self.ptr
-        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
-        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        row = np.concatenate([obs, next_obs, action, [reward, terminated, episode_step]], dtype=np.float32)
+        self.rows[self.ptr] = torch.from_numpy(row)
         self.ptr = (self.ptr + 1) % self.size
         self.count = min(self.count + 1, self.size)
 
-    def windows(self, idx: np.ndarray, length: int):
+    def windows(self, idx: torch.Tensor, context_len: int):
         """Windows of s and s' for transitions idx: a position is valid if it lies in the same episode and has
         not been overwritten. The window of s' is that of s shifted by one, ending in s' (the true final
         observation at a time-limit truncation or termination)."""
-        offsets = np.arange(length - 1, -1, -1)  # position j holds the obs `offsets[j]` steps back
-        src = (idx[:, None] - offsets[None, :]) % self.size
+        idx = torch.as_tensor(idx, device=self.device)
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)  # position j: `offsets[j]` steps back
+        src = (idx[:, None] - offsets) % self.size  # torch's % of a negative int is Python's
         age = (self.ptr - 1 - idx) % self.size  # 0 for the newest entry
         valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
         window = self.obs[src] * valid[..., None]
-        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
-        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
-        return window, valid, next_window, next_valid
-
-    def recent(self, n: int) -> dict:
-        """The n most recent transitions, oldest first: what the stage-2 buffer is prefilled with."""
-        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
-        return {k: getattr(self, k)[idx] for k in ("obs", "next_obs", "actions", "rewards", "terminations",
-                                                   "episode_step")}  # fmt: skip
-
-    def extend(self, data: dict) -> None:
-        """Append transitions in order (their episode-step indices keep the windows of s and s' rebuildable)."""
-        n = min(len(data["obs"]), self.size)
-        idx = (self.ptr + np.arange(n)) % self.size
-        for k, v in data.items():
-            getattr(self, k)[idx] = v[len(v) - n :]
-        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
+        next_window = torch.cat([window[:, 1:], self.next_obs[idx][:, None]], 1)
+        return window, valid, next_window, torch.cat([valid[:, 1:], valid.new_ones(len(idx), 1)], 1)
 
     def sample(self, batch_size: int, history_len: int, context_len: int) -> dict:
+        # with replacement, so stage 2 can learn from its first transition (learning starts 0)
+        if self.torch_rng:
+            return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device), history_len,
+                               context_len)  # fmt: skip
+        return self.gather(np.random.randint(0, self.count, size=batch_size), history_len, context_len)
+
+    def gather(self, idx, history_len: int, context_len: int) -> dict:
         """A minibatch with the windows of s and s' for the LSTMs (`history`, `next_history` and their `_valid`
         masks) and for the transformer (`context`, `next_context`, ...), both the tail of one rebuilt window."""
-        # with replacement, so stage 2 can learn from its first transition (learning starts 0)
-        idx = np.random.randint(0, self.count, size=batch_size)
+        idx = torch.as_tensor(idx, device=self.device)  # numpy's draw on the CPU path
         data = dict(actions=self.actions[idx], rewards=self.rewards[idx, None],
                     terminations=self.terminations[idx, None])  # fmt: skip
         window, valid, next_window, next_valid = self.windows(idx, max(history_len, context_len))
         for name, k in (("history", history_len), ("context", context_len)):
             data[name], data[f"{name}_valid"] = window[:, -k:], valid[:, -k:]
             data[f"next_{name}"], data[f"next_{name}_valid"] = next_window[:, -k:], next_valid[:, -k:]
-        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+        return data
+
+    def fields(self, idx) -> dict:
+        """The fields at idx, copied to the host (episode_step as int64)."""
+        return {k: getattr(self, k)[idx].to("cpu", torch.int64 if k == "episode_step" else torch.float32, copy=True)
+                for k in self.FIELDS}  # fmt: skip
+
+    def recent(self, n: int) -> dict:
+        """The n most recent transitions, oldest first: what the stage-2 buffer is prefilled with."""
+        idx = (self.ptr - min(n, self.count) + np.arange(min(n, self.count))) % self.size
+        return {k: v.numpy() for k, v in self.fields(torch.as_tensor(idx, device=self.device)).items()}
+
+    def extend(self, data: dict) -> None:
+        """Append transitions in order (their episode-step indices keep the windows of s and s' rebuildable)."""
+        n = min(len(data["obs"]), self.size)
+        idx = torch.as_tensor((self.ptr + np.arange(n)) % self.size, device=self.device)
+        for k, v in data.items():
+            getattr(self, k)[idx] = torch.as_tensor(v[len(v) - n :], dtype=torch.float32, device=self.device)
+        self.ptr, self.count = (self.ptr + n) % self.size, min(self.count + n, self.size)
 
     def state_dict(self) -> dict:
-        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+        return buffer_state(self, self.fields(slice(0, self.count)))
 
     def load_state_dict(self, state: dict) -> None:
-        load_buffer_state(self, state)
-
-
-def buffer_state(buffer, fields) -> dict:
-    """A ring buffer's filled part (the slots below `count`: a ring fills from slot 0) and its pointer."""
-    return {
-        "ptr": buffer.ptr,
-        "count": buffer.count,
-        **{k: torch.from_numpy(getattr(buffer, k)[: buffer.count]) for k in fields},
-    }
-
-
-def load_buffer_state(buffer, state: dict) -> None:
-    for k, v in state.items():
-        if k not in ("ptr", "count"):
-            getattr(buffer, k)[: len(v)] = v
-    buffer.ptr, buffer.count = state["ptr"], state["count"]
+        load_buffer_state(self, state)  # assigning a host tensor into a view copies it to the device
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Updates
-def check_finite(losses: dict, step: int) -> None:
-    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
-
-
-def check_action(action: np.ndarray, who: str, step: int) -> None:
-    # weights blown up by the last update are still finite; their first action is where NaN shows
-    if not np.isfinite(action).all():
-        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
-
-
+# Losses and updates
 def td3_update(step, data, critic_in, next_critic_in, actor_in, next_actor_in, actor, actor_target, qf1, qf2,
                qf1_target, qf2_target, q_optimizer, actor_optimizer, args: Args,
                train_actor: bool = True) -> dict:  # fmt: skip
@@ -848,7 +733,270 @@ def evaluate(env, act, episodes: int, seed: int, length: int, step: int,
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop: Algorithm 1 (stage 1), then Algorithm 4 (stage 2)
+def main(args: Args, on_step=None) -> None:
+    """Both stages. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests inspect buffers, windows and networks of the real loop through it)."""
+    run = Run(args)  # checks the flags, reads resume.pt, seeds the generators, picks the device
+    device, state = run.device, run.state
+    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run.name}")
+    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+    ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim) if run.fine_tune_only else None
+
+    # Algorithm 1, lines 1-3: the LSTM accelerator (actor, twin critics, targets) and the transformer
+    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
+                                        for _ in range(4))  # fmt: skip
+    transformer = make_transformer(obs_dim, low, high, args).to(device)
+    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
+        target.load_state_dict(net.state_dict())
+    transformer.eval()  # acting is dropout-free; train mode only inside updates
+    transformer_target.eval()
+    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+    actor_optimizer = adam(actor.parameters(), args.learning_rate)
+    transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
+    rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device, run.on_device)  # replaced in stage 2
+    window_len = max(args.history_len, args.context_len)  # one episode window; each network reads its own tail
+    trajectory = TrajectoryBuffer(args.bc_buffer_size, window_len, obs_dim, act_dim)
+    window = EpisodeWindow(window_len, obs_dim)
+    learners = dict(actor=actor, actor_target=actor_target, qf1=qf1, qf2=qf2, qf1_target=qf1_target,
+                    qf2_target=qf2_target, transformer=transformer, transformer_target=transformer_target,
+                    q_optimizer=q_optimizer, actor_optimizer=actor_optimizer,
+                    transformer_optimizer=transformer_optimizer)  # fmt: skip
+
+    global_step, stage, stage1_end = 0, 1, args.accel_steps
+    episode_count, last_eval, stage_losses, dagger = 0, {}, {}, False
+    if ckpt is not None:  # fine-tune only: stage 1's networks, targets and critic optimizer
+        global_step = stage1_end = load_accelerated(ckpt, learners, args)
+    obs, _ = env.reset(seed=args.seed)
+    env_rng = env.unwrapped.np_random.bit_generator.state  # resume.pt's at an episode boundary: before its reset
+    if state is not None:  # --resume: the saved step, the RNGs last (building the networks above drew from them)
+        rb = ReplayBuffer(args.accel_buffer_size if state["stage"] == 1 else args.buffer_size, obs_dim, act_dim,
+                          device, run.on_device)  # fmt: skip
+        obs, env_rng = run.restore(learners, rb, trajectory, env)
+        stage, global_step, episode_count, last_eval, stage_losses, dagger = (state[k] for k in (
+            "stage", "global_step", "episode_count", "last_eval", "stage_losses", "dagger"))  # fmt: skip
+        stage1_end = resumed_stage1_end(args, state)
+    total_steps = stage1_end + args.finetune_steps
+    window.reset(obs)
+    episode_step, episode_return = 0, 0.0
+
+    def resume_state() -> dict:  # everything the loop needs to go on from this step (the LSTMs carry no state)
+        return {"stage": stage, "global_step": global_step, "stage1_end": stage1_end, "episode_count": episode_count,
+                "episode_step": episode_step, "dagger": dagger, "last_eval": last_eval, "stage_losses": stage_losses,
+                "rb": rb.state_dict(), "trajectory": trajectory.state_dict(),
+                **run.rng_state(env, env_rng, episode_step),
+                **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
+
+    def networks(stage: int) -> dict:  # accelerated.pt (with stage 2's prefill, if fine-tuned from it) or final.pt
+        return {"stage": stage, "global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim,
+                **{k: v.state_dict() for k, v in learners.items()},
+                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
+
+    with run.start(global_step, total_steps, stage1_end, obs_dim, closing=(env, eval_env)):
+        while global_step < total_steps:
+            if stage == 1 and global_step == stage1_end:
+                # Algorithm 4 line 1: keep critics and targets, drop the accelerator's actor, new small replay buffer
+                run.finite.flush()
+                if not run.from_checkpoint:
+                    run.save("accelerated.pt", networks(stage=1))
+                trajectory.clear()
+                last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
+                stage_losses = {}
+                # prefill: the accelerator's latest transitions, this run's or those stored in the checkpoint
+                recent = rb.recent(args.buffer_size) if ckpt is None else ckpt.get("recent_transitions")
+                stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, run.on_device)
+                if args.prefill:
+                    rb.extend(recent)
+                transformer_optimizer = adam(transformer.parameters(), args.learning_rate)  # a fresh Adam
+                learners["transformer_optimizer"] = transformer_optimizer
+                obs, env_rng = reset_env(env)
+                window.reset(obs)
+                episode_step, episode_return, dagger = 0, 0.0, False
+                run.new_stage(global_step)
+
+            action = act(stage, global_step, window, actor, transformer, env.action_space, args, device, dagger)
+            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
+                store_in_T(trajectory, window, action, actor, args, device, dagger)
+            check_action(action, "accelerator" if stage == 1 and not dagger else "transformer", global_step, run.finite)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated, episode_step)
+            global_step, episode_step = global_step + 1, episode_step + 1
+            episode_return += float(reward)
+            if terminated or truncated:
+                run.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": episode_step})
+                episode_count += 1
+                obs, env_rng = reset_env(env)
+                window.reset(obs)
+                episode_step, episode_return = 0, 0.0
+                dagger = draw_dagger(stage, global_step, args)
+            else:
+                obs = next_obs
+                window.push(obs)
+
+            losses = {}
+            if stage == 1 and global_step > args.learning_starts:  # Algorithm 1 lines 8-19
+                data = rb.sample(args.batch_size, args.history_len, args.context_len)
+                history = data["history"], data["history_valid"]
+                next_history = data["next_history"], data["next_history_valid"]
+                losses = td3_update(global_step, data, history, next_history, history, next_history, actor,
+                                    actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
+                                    args)  # fmt: skip
+                if global_step % args.bc_frequency == 0 and len(trajectory):
+                    losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
+                                                    qf1, actor, args, device))  # fmt: skip
+            elif stage == 2:  # Algorithm 4 lines 5-14: the LSTM critics read histories, the transformer its contexts
+                data = rb.sample(args.batch_size, args.history_len, args.context_len)
+                transformer.train()
+                losses = td3_update(global_step, data, (data["history"], data["history_valid"]),
+                                    (data["next_history"], data["next_history_valid"]),
+                                    (data["context"], data["context_valid"]),
+                                    (data["next_context"], data["next_context_valid"]), transformer,
+                                    transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
+                                    transformer_optimizer, args,
+                                    train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
+                transformer.eval()
+            run.finite(losses, global_step)
+            stage_losses.update(losses)
+            stage_end = global_step in (stage1_end, total_steps)
+            run.log_step(global_step, stage, stage_losses if stage_end else losses, stage_end)
+            if global_step % args.eval_frequency == 0 or stage_end:  # both stages end with a measured return
+                run.finite.flush()
+                seed = args.seed + 10_000 + global_step
+                if stage == 1:  # T gets only the trained accelerator's rollouts (--bc-source eval)
+                    fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
+                    accel_policy = lambda w: lstm_act(actor, w.last(args.history_len), device)  # noqa: E731
+                    last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, window_len,
+                                                        global_step, fill)  # fmt: skip
+                transformer_policy = lambda w: transformer_act(transformer, w.last(args.context_len), device)  # noqa: E731
+                last_eval["transformer"] = evaluate(eval_env, transformer_policy, args.eval_episodes, seed,
+                                                    window_len, global_step)  # fmt: skip
+                run.report(global_step, stage, episode_count, last_eval)
+            if on_step is not None:
+                on_step(locals())
+            run.maybe_checkpoint(global_step, resume_state)
+        stage1_only = stage == 1 and not run.from_checkpoint  # --finetune-steps 0: stage 1 was the whole run
+        run.finish("accelerated.pt" if stage1_only else "final.pt", networks(stage=1 if stage1_only else 2))
+
+
+# ===============================================================================================================
+# Plumbing: validation, checkpoints and resume, signals, progress and logging. Nothing below changes what is learned.
+# ===============================================================================================================
+# Fields a stage-1 checkpoint must share with the run that fine-tunes it: what the observations are, what the LSTM
+# critics read and how they are built, and the transformer's architecture.
+CHECKPOINT_FIELDS = ("pomdp", "history_len", "lstm_hidden_size", "context_len", "num_layers", "num_heads",
+                     "dim_model", "dim_feedforward")  # fmt: skip
+# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("accel_steps", "finetune_steps", "eval_frequency", "eval_episodes", "log_frequency",
+               "checkpoint_frequency", "num_threads", "track", "wandb_project_name", "wandb_entity",
+               "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+# The CUDA path (replay buffer indices drawn on the device, deferred finite check): None takes it on CUDA only
+DEVICE_PATH: bool | None = None
+# (flags, requirement, test): each flag's value must pass its test, else a one-line error names flag and value
+RULES = (
+    (("accel_buffer_size", "buffer_size", "batch_size", "policy_frequency", "bc_frequency", "bc_updates",
+      "bc_batch_size", "bc_buffer_size", "history_len", "lstm_hidden_size", "context_len", "num_layers", "num_heads",
+      "dim_model", "dim_feedforward", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"),
+     "must be positive",
+     lambda v: v is None or v > 0),
+    (("accel_steps", "finetune_steps", "learning_starts", "critic_warmup", "checkpoint_frequency", "policy_noise",
+      "noise_clip", "exploration_noise", "bc_state_noise", "learning_rate"), "must be >= 0",
+     lambda v: v >= 0),  # NaN fails too
+    (("gamma", "tau", "bc_dagger"), "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    (("dropout",), "must be in [0, 1)", lambda v: 0.0 <= v < 1.0),
+)  # fmt: skip
+
+
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_args(args: Args) -> None:
+    for names, requirement, ok in RULES:
+        for name in names:
+            if not ok(getattr(args, name)):
+                raise UsageError(f"{flag(name)} {requirement}, got {getattr(args, name)}")
+    for name in ["accel_buffer_size", "buffer_size"]:
+        if getattr(args, name) < args.batch_size:
+            raise UsageError(f"{flag(name)} ({getattr(args, name)}) is smaller than --batch-size ({args.batch_size})")
+    if args.dim_model % args.num_heads:
+        raise UsageError(f"--dim-model ({args.dim_model}) must be divisible by --num-heads ({args.num_heads})")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.accelerated_checkpoint is not None and not args.resume and not os.path.isfile(args.accelerated_checkpoint):
+        raise UsageError(f"--accelerated-checkpoint: no such file: {args.accelerated_checkpoint}")
+    if args.accelerated_checkpoint is not None and args.finetune_steps == 0:
+        raise UsageError("--accelerated-checkpoint skips stage 1, and --finetune-steps 0 leaves nothing to run")
+
+
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+class FiniteCheck:
+    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
+    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
+    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
+    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
+
+    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.pending = deferred, []
+
+    def __call__(self, losses: dict, step: int) -> None:
+        if not self.deferred:
+            check_finite(losses, step)
+        elif losses:
+            self.pending.append((step, losses))
+            if len(self.pending) >= self.MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
+        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
+            for step, losses in pending:
+                check_finite(losses, step)
+
+
+def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        if finite is not None:  # a deferred non-finite loss before it is the cause to report
+            finite.flush()
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
     rename it over `path`); the previous file stays whole until the new one is."""
@@ -858,6 +1006,18 @@ def save_checkpoint(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def buffer_state(buffer, fields: dict) -> dict:
+    """A ring buffer's resumable state: its filled part (the slots below `count`: a ring fills from slot 0) as host
+    tensors, and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **fields}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k in buffer.FIELDS:
+        getattr(buffer, k)[: len(state[k])] = state[k]
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 def load_resume_state(run_path: str) -> dict:
@@ -894,16 +1054,15 @@ def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
     for name, saved in state["args"].items():
         if name not in RESUME_SAFE and getattr(args, name) != saved:
-            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
-                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+            raise UsageError(f"--resume {args.resume}: {flag(name)} {getattr(args, name)} contradicts the run's "
+                             f"{saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
     if args.accel_steps != state["args"]["accel_steps"]:
         if state["stage"] == 2 or args.accelerated_checkpoint:
             raise UsageError(f"--resume {args.resume}: --accel-steps cannot change, stage 1 is over")
         if args.accel_steps < state["global_step"]:
             raise UsageError(f"--resume {args.resume}: --accel-steps {args.accel_steps} is less than the "
                              f"{state['global_step']} steps stage 1 has already run")  # fmt: skip
-    stage1_end = resumed_stage1_end(args, state)
-    if stage1_end + args.finetune_steps < state["global_step"]:
+    if resumed_stage1_end(args, state) + args.finetune_steps < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --finetune-steps {args.finetune_steps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
 
@@ -924,12 +1083,26 @@ def load_checkpoint(path: str, args: Args, obs_dim: int, act_dim: int) -> dict:
         raise UsageError(f"--accelerated-checkpoint {path} was made for {ckpt['args']['env_id']}, not {args.env_id}")
     for name in CHECKPOINT_FIELDS:
         if ckpt["args"][name] != getattr(args, name):
-            raise UsageError(f"--accelerated-checkpoint {path} has --{name.replace('_', '-')} "
-                             f"{ckpt['args'][name]}, this run asks for {getattr(args, name)}")  # fmt: skip
+            raise UsageError(f"--accelerated-checkpoint {path} has {flag(name)} {ckpt['args'][name]}, this run asks "
+                             f"for {getattr(args, name)}")  # fmt: skip
     if (ckpt["obs_dim"], ckpt["act_dim"]) != (obs_dim, act_dim):
         raise UsageError(f"--accelerated-checkpoint {path}: obs/action dims {ckpt['obs_dim']}/{ckpt['act_dim']} "
                          f"do not match the env's {obs_dim}/{act_dim}")  # fmt: skip
     return ckpt
+
+
+def load_accelerated(ckpt: dict, learners: dict, args: Args) -> int:
+    """Fine-tune only: stage 1's networks, targets and critic optimizer (not the dropped actor's Adam; the
+    transformer's starts fresh, Algorithm 4), at this run's --learning-rate. Returns the step stage 1 ended at."""
+    if args.prefill and ckpt.get("recent_transitions") is None:
+        raise UsageError(f"--accelerated-checkpoint {args.accelerated_checkpoint} holds no transitions to prefill "
+                         "stage 2's buffer with (written by an older version); add --no-prefill")  # fmt: skip
+    for name, obj in learners.items():
+        if name not in ("actor_optimizer", "transformer_optimizer"):
+            obj.load_state_dict(ckpt[name])
+    for group in learners["q_optimizer"].param_groups:
+        group["lr"] = args.learning_rate
+    return ckpt["global_step"]
 
 
 def duration(seconds: float) -> str:
@@ -949,310 +1122,186 @@ def versions() -> dict:
             "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-def main(args: Args, on_step=None) -> None:
-    """Both stages. on_step, if given, is called with the loop's local variables after every environment step
-    (the tests inspect buffers, windows and networks of the real loop through it)."""
-    validate_args(args)
-    state = None  # the resumable state of the run that --resume continues
-    if args.resume:
-        state = load_resume_state(args.resume)
-        check_resume_args(args, state)
-        run_path = os.path.normpath(args.resume)
-        run_name = os.path.basename(run_path)
-        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
-            os.remove(tmp)
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-            run_name += "_"
+class Run:
+    """What main() needs besides the method: the run directory and its resume.pt, seeds and device, TensorBoard (and
+    wandb), the progress line and bar, SIGTERM/SIGINT, the finite check and the checkpoint writes."""
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.num_threads)
+    def __init__(self, args: Args):
+        validate_args(args)
+        self.args, self.state = args, None  # state: the resumable state of the run that --resume continues
+        if args.resume:
+            self.state = load_resume_state(args.resume)
+            check_resume_args(args, self.state)
+            self.path = os.path.normpath(args.resume)
+            for tmp in glob.glob(os.path.join(self.path, "*.pt.tmp*")):  # left by a process killed mid-write
+                os.remove(tmp)
+        else:
+            name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            while os.path.exists(os.path.join(args.run_dir, name)):  # same seed started in the same second
+                name += "_"
+            self.path = os.path.join(args.run_dir, name)
+        self.name = os.path.basename(self.path)
+        self.fine_tune_only = args.accelerated_checkpoint is not None and self.state is None
+        self.from_checkpoint = self.state["from_checkpoint"] if self.state else args.accelerated_checkpoint is not None
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        if args.torch_deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+        torch.use_deterministic_algorithms(args.torch_deterministic)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.num_threads)
+        self.on_device = self.device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
+        self.finite = FiniteCheck(deferred=self.on_device)
+        if args.capture_video:
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            try:
+                import moviepy  # noqa: F401 - RecordVideo needs it
+            except ImportError:
+                raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+        self.writer, self.bar, self.stop, self.handlers, self.closing = None, None, [], {}, ()
 
-    if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-        try:
-            import moviepy  # noqa: F401 - RecordVideo needs it
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run_name}")
-    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-    ckpt = None
-    if args.accelerated_checkpoint and state is None:
-        ckpt = load_checkpoint(args.accelerated_checkpoint, args, obs_dim, act_dim)
-    if ckpt is not None and args.prefill and ckpt.get("recent_transitions") is None:
-        raise UsageError(f"--accelerated-checkpoint {args.accelerated_checkpoint} holds no transitions to prefill "
-                         "stage 2's buffer with (written by an older version); add --no-prefill")  # fmt: skip
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
-    from torch.utils.tensorboard import SummaryWriter
-
-    if state is None:
-        writer = SummaryWriter(run_path)
-        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
-    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
-        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
-        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
-        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
-            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
-        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
-
-    # Algorithm 1, lines 1-3: the LSTM accelerator (actor, twin critics, targets) and the transformer
-    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
-    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
-    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
-                                        for _ in range(4))  # fmt: skip
-    transformer = make_transformer(obs_dim, low, high, args).to(device)
-    transformer_target = make_transformer(obs_dim, low, high, args).to(device)
-    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target), (transformer, transformer_target)]:
-        target.load_state_dict(net.state_dict())
-    transformer.eval()  # acting is dropout-free; train mode only inside updates
-    transformer_target.eval()
-    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
-    actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.accel_buffer_size, obs_dim, act_dim, device)  # the accelerator's; replaced in stage 2
-    # one episode window long enough for both networks; each reads its own tail (history or context)
-    window_len = max(args.history_len, args.context_len)
-    trajectory = TrajectoryBuffer(args.bc_buffer_size, window_len, obs_dim, act_dim)
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "transformer": transformer, "transformer_target": transformer_target,
-                "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer,
-                "transformer_optimizer": transformer_optimizer}  # fmt: skip
-
-    global_step, stage1_end, stage = 0, args.accel_steps, 1
-    if ckpt is not None:  # fine-tune only: networks, targets and critic optimizer from stage 1
-        for name, obj in learners().items():  # not the dropped actor's Adam, the transformer's starts fresh (Alg. 4)
-            if name not in ("actor_optimizer", "transformer_optimizer"):
-                obj.load_state_dict(ckpt[name])
-        for group in q_optimizer.param_groups:  # this run's --learning-rate, not the checkpoint's
-            group["lr"] = args.learning_rate
-        global_step = stage1_end = ckpt["global_step"]
-    from_checkpoint = ckpt is not None or (state is not None and state["from_checkpoint"])
-    window = EpisodeWindow(window_len, obs_dim)
-    episode_count, last_eval, stage_losses, dagger = 0, {}, {}, False
-    obs, _ = env.reset(seed=args.seed)
-    # resume.pt's generator state at an episode boundary is the one before that episode's reset (set at each reset
-    # below); this first, seeded episode is never resumed at its step 0 (a signal is handled after a step)
-    env_rng = env.unwrapped.np_random.bit_generator.state
-
-    def checkpoint(stage: int) -> dict:
-        return {"stage": stage, "global_step": global_step, "args": asdict(args), "obs_dim": obs_dim,
-                "act_dim": act_dim, "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
-                # the accelerator's latest transitions, to prefill stage 2's buffer when fine-tuning from here
-                "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
-
-    def resume_state() -> dict:
-        """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
-        episode (mid-episode: a MuJoCo state is not saved). rb is the active stage's replay buffer. The LSTMs carry
-        no hidden state from step to step (each reads its window from a zero state), and the episode window starts
-        anew with the episode: at a boundary there is nothing in flight beyond the env's generator and the episode's
-        --bc-dagger kind (who acts in it)."""
-        return {"script": os.path.basename(__file__), "stage": stage, "global_step": global_step,
-                "stage1_end": stage1_end, "from_checkpoint": from_checkpoint, "args": asdict(args),
-                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
-                "trajectory": trajectory.state_dict(), "episode_count": episode_count, "episode_step": episode_step,
-                "dagger": dagger,
-                "last_eval": last_eval, "stage_losses": stage_losses,
-                # at a boundary the episode just begun is replayed: its reset from the same generator state
-                "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
-                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
-
-    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
-        stage, global_step, episode_count = state["stage"], state["global_step"], state["episode_count"]
-        stage1_end = resumed_stage1_end(args, state)
-        for name, obj in learners().items():
+    def restore(self, learners: dict, rb: ReplayBuffer, trajectory: TrajectoryBuffer, env) -> tuple:
+        """--resume: learners, buffers and every generator as saved; the env's first obs, and its generator's state."""
+        state = self.state
+        for name, obj in learners.items():
             obj.load_state_dict(state[name])
-        rb = ReplayBuffer(args.accel_buffer_size if stage == 1 else args.buffer_size, obs_dim, act_dim, device)
         rb.load_state_dict(state["rb"])
         trajectory.load_state_dict(state["trajectory"])
-        last_eval, stage_losses, dagger = state["last_eval"], state["stage_losses"], state["dagger"]
-        env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
+        env.unwrapped.np_random.bit_generator.state = state["env_rng"]
         obs, _ = env.reset()  # no seed: from the saved generator
         env.action_space.np_random.bit_generator.state = state["action_space_rng"]
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and device.type == "cuda":
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {run_path} at step {global_step} (stage {stage})", flush=True)
+        print(f"resumed {self.path} at step {state['global_step']} (stage {state['stage']})", flush=True)
         if state["episode_step"]:
             print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
                   "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
-    total_steps = stage1_end + args.finetune_steps
-    if state is None:
-        print(f"run {run_path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, obs dim "
-              f"{obs_dim} (--pomdp {args.pomdp}), device {device}", flush=True)  # fmt: skip
+        return obs, state["env_rng"]
 
-    window.reset(obs)
-    episode_step, episode_return = 0, 0.0
-    stage_start_step, stage_start_time = global_step, time.time()
-    bar = None
-    if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
-        from tqdm import tqdm
+    def rng_state(self, env, env_rng, episode_step: int) -> dict:
+        """Every generator's state; at an episode boundary the env's before that episode's reset, which is replayed
+        (mid-episode a fresh episode starts: a MuJoCo state is not saved)."""
+        return {"env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-        bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
-    stop = []
+    def start(self, global_step: int, total_steps: int, stage1_end: int, obs_dim: int, closing=()):
+        """Open TensorBoard (and wandb), print the run's line, start the bar, catch SIGTERM and SIGINT."""
+        args, self.total_steps, self.closing = self.args, total_steps, closing
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError("--track needs wandb: pip install wandb") from None
 
-    def on_signal(signum, frame):
-        if stop:
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=self.name, id=self.name, resume="allow", save_code=True)  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.state is None:
+            self.writer = SummaryWriter(self.path)
+            table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(self.device)}
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
+            )
+            print(f"run {self.path}: steps {global_step}..{total_steps}, stage 2 from step {stage1_end}, obs dim "
+                  f"{obs_dim} (--pomdp {args.pomdp}), device {self.device}", flush=True)  # fmt: skip
+        else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+            # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+            events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
+            while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+                time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
+            self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
+        self.new_stage(global_step)
+        if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits now."""
+        if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
-        stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+        self.stop.append(signal.Signals(signum).name)
+        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while global_step < total_steps:
-            if stage == 1 and global_step == stage1_end:
-                # end of stage 1 (or a loaded stage-1 checkpoint): save, then Algorithm 4 line 1 (keep critics and
-                # targets, drop the accelerator's actor, new small replay buffer, fresh Adam for the transformer)
-                if not from_checkpoint:
-                    save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
-                trajectory.clear()
-                last_eval.pop("accelerator", None)  # stage-2 progress lines show the transformer only
-                stage_losses = {}
-                recent = None
-                if args.prefill:  # the accelerator's latest transitions: this run's, or those stored in the checkpoint
-                    recent = rb.recent(args.buffer_size) if ckpt is None else ckpt["recent_transitions"]
-                stage, rb = 2, ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-                if recent is not None:
-                    rb.extend(recent)
-                transformer_optimizer = adam(transformer.parameters(), args.learning_rate)
-                obs, env_rng = reset_env(env)
-                window.reset(obs)
-                episode_step, episode_return, dagger = 0, 0.0, False
-                stage_start_step, stage_start_time = global_step, time.time()
+    def new_stage(self, global_step: int) -> None:
+        self.stage_start_step, self.stage_start_time = global_step, time.time()
 
-            action = act(stage, global_step, window, actor, transformer, env.action_space, args, device, dagger)
-            if stage == 1 and args.bc_source == "train" and global_step >= args.learning_starts:
-                store_in_T(trajectory, window, action, actor, args, device, dagger)
-            check_action(action, "accelerator" if stage == 1 and not dagger else "transformer", global_step)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            rb.add(obs, next_obs, action, reward, terminated, episode_step)
-            global_step += 1
-            episode_step += 1
-            episode_return += float(reward)
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", episode_step, global_step)
-                episode_count += 1
-                obs, env_rng = reset_env(env)
-                window.reset(obs)
-                episode_step, episode_return = 0, 0.0
-                dagger = draw_dagger(stage, global_step, args)
-            else:
-                obs = next_obs
-                window.push(obs)
+    def sps(self, global_step: int) -> float:
+        return (global_step - self.stage_start_step) / (time.time() - self.stage_start_time)
 
-            losses = {}
-            if stage == 1 and global_step > args.learning_starts:
-                data = rb.sample(args.batch_size, args.history_len, args.context_len)
-                history = data["history"], data["history_valid"]
-                next_history = data["next_history"], data["next_history_valid"]
-                losses = td3_update(global_step, data, history, next_history, history, next_history, actor,
-                                    actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
-                                    args)  # fmt: skip
-                if global_step % args.bc_frequency == 0 and len(trajectory):
-                    losses.update(train_transformer(trajectory, transformer, transformer_target, transformer_optimizer,
-                                                    qf1, actor, args, device))  # fmt: skip
-            elif stage == 2:
-                data = rb.sample(args.batch_size, args.history_len, args.context_len)
-                transformer.train()
-                # Algorithm 4: the LSTM critics keep reading histories, the transformer actor reads its context windows
-                losses = td3_update(global_step, data, (data["history"], data["history_valid"]),
-                                    (data["next_history"], data["next_history_valid"]),
-                                    (data["context"], data["context_valid"]),
-                                    (data["next_context"], data["next_context_valid"]), transformer,
-                                    transformer_target, qf1, qf2, qf1_target, qf2_target, q_optimizer,
-                                    transformer_optimizer, args,
-                                    train_actor=global_step - stage1_end > args.critic_warmup)  # fmt: skip
-                transformer.eval()
-            check_finite(losses, global_step)
-            stage_losses.update(losses)
-            if bar is not None:
-                bar.update(1)
+    def log(self, global_step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, global_step)
 
-            stage_end = global_step in (stage1_end, total_steps)
-            if global_step % args.log_frequency == 0 or stage_end:  # the latest loss values of this stage at its end
-                for name, value in (stage_losses if stage_end else losses).items():
-                    writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - stage_start_step) / (time.time() - stage_start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-                writer.add_scalar("charts/stage", stage, global_step)
-            # also at the end of each stage, so both stages end with a measured return
-            if global_step % args.eval_frequency == 0 or stage_end:
-                seed = args.seed + 10_000 + global_step
-                if stage == 1:
-                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                    fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None
-                    accel_policy = lambda w: lstm_act(actor, w.last(args.history_len), device)
-                    last_eval["accelerator"] = evaluate(eval_env, accel_policy, args.eval_episodes, seed, window_len,
-                                                        global_step, fill)  # fmt: skip
-                    writer.add_scalar("eval/accelerator_return", last_eval["accelerator"], global_step)
-                transformer_policy = lambda w: transformer_act(transformer, w.last(args.context_len), device)
-                last_eval["transformer"] = evaluate(eval_env, transformer_policy, args.eval_episodes, seed,
-                                                    window_len, global_step)  # fmt: skip
-                writer.add_scalar("eval/transformer_return", last_eval["transformer"], global_step)
-                sps = (global_step - stage_start_step) / (time.time() - stage_start_time)
-                evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
-                eta = duration((total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
-                line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
-                if bar is None:
-                    print(line, flush=True)
-                else:
-                    bar.write(line)
-                    bar.set_postfix_str(f"stage {stage} {evals}")
-            if on_step is not None:
-                on_step(locals())
-            periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
-            if global_step < total_steps and (stop or periodic):
-                writer.flush()  # every event up to this step is on disk before the state that follows it
-                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
-                if stop:
-                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                      f"python {os.path.basename(__file__)} --resume {run_path}")  # fmt: skip
+    def log_step(self, global_step: int, stage: int, losses: dict, stage_end: bool) -> None:
+        """After each step: the bar, and every --log-frequency steps and at a stage's end the losses and SPS."""
+        if self.bar is not None:
+            self.bar.update(1)
+        if global_step % self.args.log_frequency == 0 or stage_end:
+            self.finite.flush()
+            self.log(global_step, {name: value.item() for name, value in losses.items()})
+            self.log(global_step, {"charts/SPS": int(self.sps(global_step)), "charts/stage": stage})
 
-        if stage == 1 and not from_checkpoint:  # --finetune-steps 0: stage 1 was the whole run
-            save_checkpoint(os.path.join(run_path, "accelerated.pt"), checkpoint(stage=1))
+    def report(self, global_step: int, stage: int, episode_count: int, last_eval: dict) -> None:
+        """An evaluation's returns: to TensorBoard, and as the progress line (the bar's postfix on a terminal)."""
+        self.log(global_step, {f"eval/{k}_return": v for k, v in last_eval.items()})
+        sps = self.sps(global_step)
+        evals = " ".join(f"{k}_return={v:.1f}" for k, v in last_eval.items())
+        eta = duration((self.total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
+        line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+        if self.bar is None:
+            print(line, flush=True)
         else:
-            save_checkpoint(os.path.join(run_path, "final.pt"), checkpoint(stage=2))
-        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
-            os.remove(os.path.join(run_path, RESUME_FILE))
-        print(f"done: checkpoints and TensorBoard events in {run_path}", flush=True)
-    finally:
-        if bar is not None:
-            bar.close()
-        env.close()
-        eval_env.close()
-        writer.close()
-        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+            self.bar.write(line)
+            self.bar.set_postfix_str(f"stage {stage} {evals}")
+
+    def save(self, name: str, payload: dict) -> None:
+        save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
+
+    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+        """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
+        periodic = self.args.checkpoint_frequency and global_step % self.args.checkpoint_frequency == 0
+        if global_step < self.total_steps and (self.stop or periodic):
+            self.finite.flush()
+            self.writer.flush()  # every event up to this step is on disk before the state that follows it
+            self.save(RESUME_FILE, {"script": os.path.basename(__file__), "from_checkpoint": self.from_checkpoint,
+                                    **resume_state()})  # fmt: skip
+            if self.stop:
+                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                  f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
+
+    def finish(self, name: str, payload: dict) -> None:
+        """The run is over: its last checkpoint, and no resume.pt left to resume."""
+        self.finite.flush()
+        self.save(name, payload)
+        if os.path.exists(os.path.join(self.path, RESUME_FILE)):
+            os.remove(os.path.join(self.path, RESUME_FILE))
+        print(f"done: checkpoints and TensorBoard events in {self.path}", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        for env in self.closing:
+            env.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sig, handler in self.handlers.items():  # last: a signal during the closing above is still ours
             signal.signal(sig, handler)
 
 

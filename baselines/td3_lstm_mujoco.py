@@ -1,9 +1,15 @@
-# Baseline for "Accelerating Transformers in Online RL": TD3 with a recurrent (LSTM) actor and twin LSTM critics on
-# Gymnasium MuJoCo, trained from scratch; the usual choice for partially observable tasks (`--pomdp velocity` keeps
-# only the velocity entries of the observation). Each network reads the same left-padded window of the current
-# episode's last observations as td3_accel_mujoco.py's transformer, from a zero LSTM state. `--checkpoint-frequency`
-# writes a resumable state, `--resume RUN_DIR` continues an interrupted run, SIGTERM/SIGINT write it and exit 3 (as
-# td3_accel_mujoco.py). CleanRL-style: one self-contained file.
+"""Baseline for "Accelerating Transformers in Online RL": TD3 with a recurrent (LSTM) actor and twin LSTM critics on
+Gymnasium MuJoCo, trained from scratch; the usual choice for partially observable tasks (`--pomdp velocity` keeps only
+the velocity entries of the observation). Each network reads the same left-padded window of the current episode's
+last observations as td3_accel_mujoco.py's transformer, from a zero LSTM state.
+
+    python baselines/td3_lstm_mujoco.py --env-id Ant-v4 [--pomdp velocity]   # velocity-only observations
+    python baselines/td3_lstm_mujoco.py --resume runs/RUN_DIR                # continue an interrupted run
+
+CleanRL-style: the method, top to bottom, then main(). The last section, "Plumbing", holds validation, checkpoints
+and resume, signals and progress: a reader who stops before it has read the whole method.
+"""
+
 import glob
 import os
 import random
@@ -21,44 +27,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
-RESUME_FILE = "resume.pt"
-# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
-RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
-               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
-EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
-
-
-def default_threads() -> int:
-    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
-    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True` and deterministic torch algorithms"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available"""
-    num_threads: int = field(default_factory=default_threads)
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda will be used when available
+    num_threads: int = field(default_factory=lambda: default_threads())
     """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
     stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "transformer-acceleration"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    capture_video: bool = False
-    """whether to capture videos of the agent's training episodes (`videos/` folder, needs moviepy)"""
-    run_dir: str = "runs"
-    """where run directories (TensorBoard events, checkpoints) are created"""
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    capture_video: bool = False  # record videos of training episodes (videos/, needs moviepy)
+    run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
     """write the run's resumable state (networks, optimizers, replay buffer, RNGs) to RUN_DIR/resume.pt every this
     many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
@@ -67,83 +50,31 @@ class Args:
     evaluation, logging, checkpoint frequency and threads may be given anew"""
 
     # Environment
-    env_id: str = "HalfCheetah-v4"
-    """the id of a Gymnasium MuJoCo environment with a Box action space"""
-    pomdp: Literal["none", "velocity"] = "none"
-    """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant)"""
-    total_timesteps: int = 1_000_000
-    """total environment steps of the run"""
+    env_id: str = "HalfCheetah-v4"  # the id of a Gymnasium MuJoCo environment with a Box action space
+    pomdp: Literal["none", "velocity"] = "none"  # `velocity`: observe only qvel (HalfCheetah, Hopper, Walker2d, Ant)
+    total_timesteps: int = 1_000_000  # total environment steps of the run
 
     # TD3 (Table 1, MuJoCo)
-    buffer_size: int = 500_000
-    """replay buffer size"""
-    learning_starts: int = 25_000
-    """steps of uniform random actions before learning starts"""
-    batch_size: int = 256
-    """minibatch size of every TD3 update"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    tau: float = 0.005
-    """target smoothing coefficient"""
-    policy_noise: float = 0.2
-    """the scale of the target policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the clip of the target policy smoothing noise"""
-    exploration_noise: float = 0.1
-    """the scale of the Gaussian exploration noise"""
-    policy_frequency: int = 2
-    """the frequency of delayed actor (and target) updates"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of every network"""
+    buffer_size: int = 500_000  # replay buffer size
+    learning_starts: int = 25_000  # steps of uniform random actions before learning starts
+    batch_size: int = 256  # minibatch size of every TD3 update
+    gamma: float = 0.99  # the discount factor gamma
+    tau: float = 0.005  # target smoothing coefficient
+    policy_noise: float = 0.2  # the scale of the target policy smoothing noise
+    noise_clip: float = 0.5  # the clip of the target policy smoothing noise
+    exploration_noise: float = 0.1  # the scale of the Gaussian exploration noise
+    policy_frequency: int = 2  # the frequency of delayed actor (and target) updates
+    learning_rate: float = 3e-4  # Adam learning rate of every network
 
     # LSTM actor and critics
-    history_len: int = 3
-    """observations of the current episode each LSTM reads (3: the transformer's context, so both see the same
-    windows)"""
+    history_len: int = 3  # observations of the current episode each LSTM reads (3: the transformer's context)
     lstm_hidden_size: int = 128
     """hidden (and cell) state size of every LSTM (the paper gives none; 256 makes an update ~2.5x slower on a CPU)"""
 
     # Evaluation and logging
-    eval_frequency: int = 10_000
-    """evaluate (deterministic actions, separate env) every this many environment steps"""
-    eval_episodes: int = 5
-    """episodes per evaluation"""
-    log_frequency: int = 1000
-    """log losses and SPS every this many environment steps"""
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2."""
-
-
-class DivergenceError(Exception):
-    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
-
-
-def validate_args(args: Args) -> None:
-    positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "history_len",
-                "lstm_hidden_size", "eval_frequency", "eval_episodes", "log_frequency", "num_threads"]  # fmt: skip
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["learning_starts", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.buffer_size < args.batch_size:
-        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
-    for name in ["gamma", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
-        if not getattr(args, name) >= 0:  # NaN fails too
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
-    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
-        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    eval_frequency: int = 10_000  # evaluate (deterministic actions, separate env) every this many environment steps
+    eval_episodes: int = 5  # episodes per evaluation
+    log_frequency: int = 1000  # log losses and SPS every this many environment steps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -394,75 +325,69 @@ class EpisodeWindow:
 
 class ReplayBuffer:
     """Ring buffer of (s, a, r, s', terminated) with the step index of s inside its episode, enough to rebuild the
-    context window of s and s' for any sampled transition without storing windows."""
+    context windows of s and s' for any sampled transition without storing windows. Kept on the training device (CPU
+    or GPU) as one tensor, a row per transition, the fields column views of it (episode_step as float32, exact below
+    2^24): add() copies one row, sample() gathers transitions and windows where they are. Indices are drawn by
+    numpy's generator, or with `torch_rng` (the CUDA path) by torch's on the device, with no host sync."""
 
-    def __init__(self, size: int, obs_dim: int, act_dim: int, device):
-        self.size, self.device = size, device
-        self.obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((size, obs_dim), dtype=np.float32)
-        self.actions = np.zeros((size, act_dim), dtype=np.float32)
-        self.rewards = np.zeros(size, dtype=np.float32)
-        self.terminations = np.zeros(size, dtype=np.float32)
-        self.episode_step = np.zeros(size, dtype=np.int64)
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
+
+    def __init__(self, size: int, obs_dim: int, act_dim: int, device, torch_rng: bool = False):
+        self.size, self.device, self.torch_rng = size, torch.device(device), torch_rng
+        widths = dict(obs=obs_dim, next_obs=obs_dim, actions=act_dim, rewards=0, terminations=0, episode_step=0)
+        self.rows = torch.zeros(size, sum(max(w, 1) for w in widths.values()), device=self.device)
+        start = 0
+        for k, w in widths.items():  # 0: a 1-D field
+            setattr(self, k, self.rows[:, start : start + w] if w else self.rows[:, start])
+            start += max(w, 1)
         self.ptr, self.count = 0, 0
 
     def add(self, obs, next_obs, action, reward, terminated, episode_step) -> None:
-        i = self.ptr
-        self.obs[i], self.next_obs[i], self.actions[i] = obs, next_obs, action
-        self.rewards[i], self.terminations[i], self.episode_step[i] = reward, terminated, episode_step
+        row = np.concatenate([obs, next_obs, action, [reward, terminated, episode_step]], dtype=np.float32)
+        self.rows[self.ptr] = torch.from_numpy(row)
         self.ptr = (self.ptr + 1) % self.size
         self.count = min(self.count + 1, self.size)
 
-    def windows(self, idx: np.ndarray, history_len: int):
+    def windows(self, idx: torch.Tensor, context_len: int):
         """Windows of s and s' for transitions idx: a position is valid if it lies in the same episode and has
         not been overwritten. The window of s' is that of s shifted by one, ending in s' (the true final
         observation at a time-limit truncation or termination)."""
-        offsets = np.arange(history_len - 1, -1, -1)  # position j holds the obs `offsets[j]` steps back
-        src = (idx[:, None] - offsets[None, :]) % self.size
+        idx = torch.as_tensor(idx, device=self.device)
+        offsets = torch.arange(context_len - 1, -1, -1, device=self.device)  # position j: `offsets[j]` steps back
+        src = (idx[:, None] - offsets) % self.size  # torch's % of a negative int is Python's
         age = (self.ptr - 1 - idx) % self.size  # 0 for the newest entry
         valid = (self.episode_step[idx][:, None] >= offsets) & (age[:, None] + offsets <= self.count - 1)
         window = self.obs[src] * valid[..., None]
-        next_window = np.concatenate([window[:, 1:], self.next_obs[idx][:, None]], axis=1)
-        next_valid = np.concatenate([valid[:, 1:], np.ones((len(idx), 1), dtype=bool)], axis=1)
-        return window, valid, next_window, next_valid
+        next_window = torch.cat([window[:, 1:], self.next_obs[idx][:, None]], 1)
+        return window, valid, next_window, torch.cat([valid[:, 1:], valid.new_ones(len(idx), 1)], 1)
 
-    def sample(self, batch_size: int, history_len: int) -> dict:
-        idx = np.random.randint(0, self.count, size=batch_size)
+    def sample(self, batch_size: int, context_len: int = 0) -> dict:
+        if self.torch_rng:
+            return self.gather(torch.randint(0, self.count, (batch_size,), device=self.device), context_len)
+        return self.gather(np.random.randint(0, self.count, size=batch_size), context_len)
+
+    def gather(self, idx, context_len: int = 0) -> dict:
+        idx = torch.as_tensor(idx, device=self.device)  # numpy's draw on the CPU path
         data = dict(obs=self.obs[idx], next_obs=self.next_obs[idx], actions=self.actions[idx],
                     rewards=self.rewards[idx, None], terminations=self.terminations[idx, None])  # fmt: skip
-        data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, history_len)
-        return {k: torch.as_tensor(v, device=self.device) for k, v in data.items()}
+        if context_len:
+            data["window"], data["valid"], data["next_window"], data["next_valid"] = self.windows(idx, context_len)
+        return data
+
+    def fields(self, idx) -> dict:
+        """The fields at idx, copied to the host (episode_step as int64)."""
+        return {k: getattr(self, k)[idx].to("cpu", torch.int64 if k == "episode_step" else torch.float32, copy=True)
+                for k in self.FIELDS}  # fmt: skip
 
     def state_dict(self) -> dict:
-        """The filled part (the slots below `count`: a ring fills from slot 0) and the pointer."""
-        fields = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
-        return {
-            "ptr": self.ptr,
-            "count": self.count,
-            **{k: torch.from_numpy(getattr(self, k)[: self.count]) for k in fields},
-        }
+        return buffer_state(self, self.fields(slice(0, self.count)))
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            if k not in ("ptr", "count"):
-                getattr(self, k)[: len(v)] = v
-        self.ptr, self.count = state["ptr"], state["count"]
+        load_buffer_state(self, state)  # assigning a host tensor into a view copies it to the device
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Updates
-def check_finite(losses: dict, step: int) -> None:
-    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
-
-
-def check_action(action: np.ndarray, who: str, step: int) -> None:
-    # weights blown up by the last update are still finite; their first action is where NaN shows
-    if not np.isfinite(action).all():
-        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
-
-
+# Losses and updates
 def td3_update(step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
                args: Args) -> dict:  # fmt: skip
     """One TD3 step: actor and critics read the observation windows of s and s' (`window`/`valid` and
@@ -528,7 +453,182 @@ def evaluate(env, act, episodes: int, seed: int, history_len: int, step: int) ->
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop: TD3 with LSTM actor and critics
+def main(args: Args, on_step=None) -> None:
+    """The whole run. on_step, if given, is called with the loop's local variables after every environment step
+    (the tests interrupt and inspect the real loop through it)."""
+    run = Run(args)  # checks the flags, reads resume.pt, seeds the generators, picks the device
+    device, state = run.device, run.state
+    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run.name}")
+    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+
+    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
+    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
+                                        for _ in range(4))  # fmt: skip
+    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+        target.load_state_dict(net.state_dict())
+    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+    actor_optimizer = adam(actor.parameters(), args.learning_rate)
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, run.on_device)
+    window = EpisodeWindow(args.history_len, obs_dim)
+    learners = dict(actor=actor, actor_target=actor_target, qf1=qf1, qf2=qf2, qf1_target=qf1_target,
+                    qf2_target=qf2_target, q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)  # fmt: skip
+
+    global_step, episode_count, eval_return = 0, 0, float("nan")
+    obs, _ = env.reset(seed=args.seed)
+    env_rng = env.unwrapped.np_random.bit_generator.state  # resume.pt's at an episode boundary: before its reset
+    if state is not None:  # --resume: the saved step, the RNGs last (building the networks above drew from them)
+        obs, env_rng = run.restore(learners, rb, env)
+        global_step, episode_count, eval_return = (state[k] for k in ("global_step", "episode_count", "eval_return"))
+    window.reset(obs)
+    episode_step, episode_return = 0, 0.0
+
+    def resume_state() -> dict:  # everything the loop needs to go on from this step (the LSTMs carry no state)
+        return {"global_step": global_step, "episode_count": episode_count, "episode_step": episode_step,
+                "eval_return": eval_return, "rb": rb.state_dict(), **run.rng_state(env, env_rng, episode_step),
+                **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
+
+    with run.start(global_step, obs_dim, closing=(env, eval_env)):
+        while global_step < args.total_timesteps:
+            if global_step < args.learning_starts:
+                action = env.action_space.sample()
+            else:  # Gaussian exploration noise on the actor's action
+                action = lstm_act(actor, window, device)
+                action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+            check_action(action, "actor", global_step, run.finite)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            rb.add(obs, next_obs, action, reward, terminated, episode_step)
+            global_step, episode_step = global_step + 1, episode_step + 1
+            episode_return += float(reward)
+            if terminated or truncated:
+                run.log(global_step, {"charts/episodic_return": episode_return, "charts/episodic_length": episode_step})
+                episode_count += 1
+                obs, env_rng = reset_env(env)
+                window.reset(obs)
+                episode_step, episode_return = 0, 0.0
+            else:
+                obs = next_obs
+                window.push(obs)
+
+            losses = {}
+            if global_step > args.learning_starts:
+                data = rb.sample(args.batch_size, args.history_len)
+                losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                    q_optimizer, actor_optimizer, args)  # fmt: skip
+            run.finite(losses, global_step)
+            run.log_step(global_step, losses)
+            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                run.finite.flush()
+                eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
+                                       args.seed + 10_000 + global_step, args.history_len, global_step)  # fmt: skip
+                run.report(global_step, episode_count, eval_return)
+            if on_step is not None:
+                on_step(locals())
+            run.maybe_checkpoint(global_step, resume_state)
+        final = {"global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim, "eval_return": eval_return}
+        run.finish("final.pt", {**final, **{k: v.state_dict() for k, v in learners.items()}})
+
+
+# ===============================================================================================================
+# Plumbing: validation, checkpoints and resume, signals, progress and logging. Nothing below changes what is learned.
+# ===============================================================================================================
+# The resumable state of an unfinished run (README, "Interrupting and resuming a run"); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
+               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+# The CUDA path (replay buffer indices drawn on the device, deferred finite check): None takes it on CUDA only
+DEVICE_PATH: bool | None = None
+# (flags, requirement, test): each flag's value must pass its test, else a one-line error names flag and value
+RULES = (
+    (("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "history_len", "lstm_hidden_size",
+      "eval_frequency", "eval_episodes", "log_frequency", "num_threads"), "must be positive", lambda v: v > 0),
+    (("learning_starts", "checkpoint_frequency", "policy_noise", "noise_clip", "exploration_noise", "learning_rate"),
+     "must be >= 0", lambda v: v >= 0),  # NaN fails too
+    (("gamma", "tau"), "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+)  # fmt: skip
+
+
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_args(args: Args) -> None:
+    for names, requirement, ok in RULES:
+        for name in names:
+            if not ok(getattr(args, name)):
+                raise UsageError(f"{flag(name)} {requirement}, got {getattr(args, name)}")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+
+
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+class FiniteCheck:
+    """check_finite on every step's losses: at once (the CPU's way: a host sync per step costs microseconds), or,
+    deferred (CUDA: a per-step sync would stall the host until the update ends), each step's loss tensors kept and
+    checked all together with one sync by flush(), which the loop calls when it logs, before every evaluation and
+    checkpoint write and at the end: the same error, naming the first non-finite loss and its step."""
+
+    MAX_PENDING = 1000  # steps kept before a flush of their own (bounds the device memory they hold)
+
+    def __init__(self, deferred: bool):
+        self.deferred, self.pending = deferred, []
+
+    def __call__(self, losses: dict, step: int) -> None:
+        if not self.deferred:
+            check_finite(losses, step)
+        elif losses:
+            self.pending.append((step, losses))
+            if len(self.pending) >= self.MAX_PENDING:
+                self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        values = [v.reshape(-1) for _, losses in pending for v in losses.values()]
+        if values and not torch.isfinite(torch.cat(values)).all():  # the one sync
+            for step, losses in pending:
+                check_finite(losses, step)
+
+
+def check_action(action: np.ndarray, who: str, step: int, finite: FiniteCheck | None = None) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not np.isfinite(action).all():
+        if finite is not None:  # a deferred non-finite loss before it is the cause to report
+            finite.flush()
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
     rename it over `path`); the previous file stays whole until the new one is."""
@@ -538,6 +638,18 @@ def save_checkpoint(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def buffer_state(buffer, fields: dict) -> dict:
+    """A ring buffer's resumable state: its filled part (the slots below `count`: a ring fills from slot 0) as host
+    tensors, and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **fields}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k in buffer.FIELDS:
+        getattr(buffer, k)[: len(state[k])] = state[k]
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 def load_resume_state(run_path: str) -> dict:
@@ -557,12 +669,20 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+def reset_env(env) -> tuple:
+    """A new episode from the env's own generator, and that generator's state before it (resume.pt's at an
+    episode boundary: resetting from it again gives the same episode)."""
+    rng = env.unwrapped.np_random.bit_generator.state
+    obs, _ = env.reset()
+    return obs, rng
+
+
 def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit."""
     for name, saved in state["args"].items():
         if name not in RESUME_SAFE and getattr(args, name) != saved:
-            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
-                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+            raise UsageError(f"--resume {args.resume}: {flag(name)} {getattr(args, name)} contradicts the run's "
+                             f"{saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
     if args.total_timesteps < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --total-timesteps {args.total_timesteps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
@@ -575,200 +695,161 @@ def versions() -> dict:
             "numpy": np.__version__, "python": sys.version.split()[0]}  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-def main(args: Args, on_step=None) -> None:
-    """The whole run. on_step, if given, is called with the loop's local variables after every environment step
-    (the tests interrupt and inspect the real loop through it)."""
-    validate_args(args)
-    state = None  # the resumable state of the run that --resume continues
-    if args.resume:
-        state = load_resume_state(args.resume)
-        check_resume_args(args, state)
-        run_path = os.path.normpath(args.resume)
-        run_name = os.path.basename(run_path)
-        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
-            os.remove(tmp)
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-            run_name += "_"
+class Run:
+    """What main() needs besides the method: the run directory and its resume.pt, seeds and device, TensorBoard (and
+    wandb), the progress line, SIGTERM/SIGINT, the finite check and the checkpoint writes."""
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.num_threads)
+    def __init__(self, args: Args):
+        validate_args(args)
+        self.args, self.state = args, None  # state: the resumable state of the run that --resume continues
+        if args.resume:
+            self.state = load_resume_state(args.resume)
+            check_resume_args(args, self.state)
+            self.path = os.path.normpath(args.resume)
+            for tmp in glob.glob(os.path.join(self.path, "*.pt.tmp*")):  # left by a process killed mid-write
+                os.remove(tmp)
+        else:
+            name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            while os.path.exists(os.path.join(args.run_dir, name)):  # same seed started in the same second
+                name += "_"
+            self.path = os.path.join(args.run_dir, name)
+        self.name = os.path.basename(self.path)
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.num_threads)
+        self.on_device = self.device.type == "cuda" if DEVICE_PATH is None else DEVICE_PATH
+        self.finite = FiniteCheck(deferred=self.on_device)
+        if args.capture_video:
+            os.environ.setdefault("MUJOCO_GL", "egl")
+            try:
+                import moviepy  # noqa: F401 - RecordVideo needs it
+            except ImportError:
+                raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
+        self.writer, self.stop, self.handlers, self.closing = None, [], {}, ()
 
-    if args.capture_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-        try:
-            import moviepy  # noqa: F401 - RecordVideo needs it
-        except ImportError:
-            raise UsageError("--capture-video needs moviepy: pip install moviepy") from None
-    env = make_env(args.env_id, args.seed, args.pomdp, args.capture_video, f"videos/{run_name}")
-    eval_env = make_env(args.env_id, args.seed + 1, args.pomdp)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
-    from torch.utils.tensorboard import SummaryWriter
-
-    if state is None:
-        writer = SummaryWriter(run_path)
-        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device)}
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
-    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
-        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
-        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
-        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
-            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
-        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
-
-    actor = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
-    actor_target = LSTMActor(obs_dim, low, high, args.lstm_hidden_size).to(device)
-    qf1, qf2, qf1_target, qf2_target = (LSTMQNetwork(obs_dim, act_dim, args.lstm_hidden_size).to(device)
-                                        for _ in range(4))  # fmt: skip
-    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
-        target.load_state_dict(net.state_dict())
-    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
-    actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device)
-
-    window = EpisodeWindow(args.history_len, obs_dim)
-    obs, _ = env.reset(seed=args.seed)
-    # resume.pt's generator state at an episode boundary is the one before that episode's reset (set at each reset
-    # below); this first, seeded episode is never resumed at its step 0 (a signal is handled after a step)
-    env_rng = env.unwrapped.np_random.bit_generator.state
-    global_step, episode_count, eval_return = 0, 0, float("nan")
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}  # fmt: skip
-
-    def resume_state() -> dict:
-        """Everything the loop needs to go on from this step exactly (at an episode boundary) or from a fresh
-        episode (mid-episode: a MuJoCo state is not saved)."""
-        return {"script": os.path.basename(__file__), "global_step": global_step, "args": asdict(args),
-                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
-                "episode_count": episode_count, "episode_step": episode_step, "eval_return": eval_return,
-                # at a boundary the episode just begun is replayed: its reset from the same generator state
-                "env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
-                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
-
-    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
-        global_step, episode_count, eval_return = state["global_step"], state["episode_count"], state["eval_return"]
-        for name, obj in learners().items():
+    def restore(self, learners: dict, rb: ReplayBuffer, env) -> tuple:
+        """--resume: learners, buffer and every generator as saved; the env's first obs, and its generator's state."""
+        state = self.state
+        for name, obj in learners.items():
             obj.load_state_dict(state[name])
         rb.load_state_dict(state["rb"])
-        env.unwrapped.np_random.bit_generator.state = env_rng = state["env_rng"]
+        env.unwrapped.np_random.bit_generator.state = state["env_rng"]
         obs, _ = env.reset()  # no seed: from the saved generator
         env.action_space.np_random.bit_generator.state = state["action_space_rng"]
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and device.type == "cuda":
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {run_path} at step {global_step}", flush=True)
+        print(f"resumed {self.path} at step {state['global_step']}", flush=True)
         if state["episode_step"]:
             print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
                   "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
-    else:
-        print(f"run {run_path}: steps 0..{args.total_timesteps}, obs dim {obs_dim}, device {device}", flush=True)
+        return obs, state["env_rng"]
 
-    window.reset(obs)
-    episode_step, episode_return = 0, 0.0
-    start_step, start_time = global_step, time.time()
-    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
-    stop = []
+    def rng_state(self, env, env_rng, episode_step: int) -> dict:
+        """Every generator's state; at an episode boundary the env's before that episode's reset, which is replayed
+        (mid-episode a fresh episode starts: a MuJoCo state is not saved)."""
+        return {"env_rng": env_rng if episode_step == 0 else env.unwrapped.np_random.bit_generator.state,
+                "action_space_rng": env.action_space.np_random.bit_generator.state, "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def on_signal(signum, frame):
-        if stop:
+    def start(self, global_step: int, obs_dim: int, closing=()):
+        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT."""
+        args, self.closing = self.args, closing
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError("--track needs wandb: pip install wandb") from None
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=self.name, id=self.name, resume="allow", save_code=True)  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.state is None:
+            self.writer = SummaryWriter(self.path)
+            table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(self.device)}
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
+            )
+            print(f"run {self.path}: steps {global_step}..{args.total_timesteps}, obs dim {obs_dim}, device "
+                  f"{self.device}", flush=True)  # fmt: skip
+        else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+            # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+            events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
+            while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+                time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
+            self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
+        self.start_step, self.start_time = global_step, time.time()
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits now."""
+        if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
-        stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+        self.stop.append(signal.Signals(signum).name)
+        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while global_step < args.total_timesteps:
-            if global_step < args.learning_starts:
-                action = env.action_space.sample()
-            else:  # Gaussian exploration noise on the actor's action
-                action = lstm_act(actor, window, device)
-                action = np.clip(action + np.random.normal(0, (high - low) / 2 * args.exploration_noise), low, high)
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / (time.time() - self.start_time))
 
-            check_action(action, "actor", global_step)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            rb.add(obs, next_obs, action, reward, terminated, episode_step)
-            global_step += 1
-            episode_step += 1
-            episode_return += float(reward)
-            if terminated or truncated:
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", episode_step, global_step)
-                episode_count += 1
-                env_rng = env.unwrapped.np_random.bit_generator.state
-                obs, _ = env.reset()
-                window.reset(obs)
-                episode_step, episode_return = 0, 0.0
-            else:
-                obs = next_obs
-                window.push(obs)
+    def log(self, global_step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, global_step)
 
-            losses = {}
-            if global_step > args.learning_starts:
-                data = rb.sample(args.batch_size, args.history_len)
-                losses = td3_update(global_step, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                    q_optimizer, actor_optimizer, args)  # fmt: skip
-            check_finite(losses, global_step)
+    def log_step(self, global_step: int, losses: dict) -> None:
+        """After each step: every --log-frequency steps the losses and SPS."""
+        if global_step % self.args.log_frequency == 0:
+            self.finite.flush()
+            self.log(global_step, {name: value.item() for name, value in losses.items()})
+            self.log(global_step, {"charts/SPS": self.sps(global_step)})
 
-            if global_step % args.log_frequency == 0:
-                for name, value in losses.items():
-                    writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
-                                       args.seed + 10_000 + global_step, args.history_len, global_step)  # fmt: skip
-                writer.add_scalar("eval/return", eval_return, global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                print(f"step={global_step} SPS={sps} episodes={episode_count} eval_return={eval_return:.1f}",
-                      flush=True)  # fmt: skip
-            if on_step is not None:
-                on_step(locals())
-            periodic = args.checkpoint_frequency and global_step % args.checkpoint_frequency == 0
-            if global_step < args.total_timesteps and (stop or periodic):
-                writer.flush()  # every event up to this step is on disk before the state that follows it
-                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
-                if stop:
-                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                      f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
+    def report(self, global_step: int, episode_count: int, eval_return: float) -> None:
+        """An evaluation's return: to TensorBoard, and as the progress line."""
+        self.log(global_step, {"eval/return": eval_return})
+        print(f"step={global_step} SPS={self.sps(global_step)} episodes={episode_count} eval_return={eval_return:.1f}",
+              flush=True)  # fmt: skip
 
-        save_checkpoint(os.path.join(run_path, "final.pt"),
-                        {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                         "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
-                         "eval_return": eval_return})  # fmt: skip
-        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
-            os.remove(os.path.join(run_path, RESUME_FILE))
-        print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
-    finally:
-        env.close()
-        eval_env.close()
-        writer.close()
-        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+    def save(self, name: str, payload: dict) -> None:
+        save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
+
+    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+        """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
+        periodic = self.args.checkpoint_frequency and global_step % self.args.checkpoint_frequency == 0
+        if global_step < self.args.total_timesteps and (self.stop or periodic):
+            self.finite.flush()
+            self.writer.flush()  # every event up to this step is on disk before the state that follows it
+            self.save(RESUME_FILE, {"script": os.path.basename(__file__), **resume_state()})
+            if self.stop:
+                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                  f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+
+    def finish(self, name: str, payload: dict) -> None:
+        """The run is over: its last checkpoint, and no resume.pt left to resume."""
+        self.finite.flush()
+        self.save(name, payload)
+        if os.path.exists(os.path.join(self.path, RESUME_FILE)):
+            os.remove(os.path.join(self.path, RESUME_FILE))
+        print(f"done: checkpoint and TensorBoard events in {self.path}", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for env in self.closing:
+            env.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sig, handler in self.handlers.items():  # last: a signal during the closing above is still ours
             signal.signal(sig, handler)
 
 

@@ -352,7 +352,7 @@ class Recorder:
         i = (rb.ptr - 1) % rb.size
         new_stage = self.prev is not None and stage != self.prev["stage"]
         if self.prev is None or new_stage or self.prev["done"]:
-            self.episode = [rb.obs[i].copy()]
+            self.episode = [np.array(rb.obs[i])]
         assert rb.episode_step[i] == len(self.episode) - 1, f"step {g}: stored episode step"
         # the windows of the newest transition never reach into another episode (nor the prefilled data)
         w, v, _, _ = rb.windows(np.array([i]), K)
@@ -372,7 +372,7 @@ class Recorder:
         if done:
             self.episode = [np.float32(L["obs"])]
         else:
-            self.episode.append(rb.next_obs[i].copy())
+            self.episode.append(np.array(rb.next_obs[i]))
         last = self.episode[-K:]
         np.testing.assert_array_equal(L["window"].obs[K - len(last) :], last, err_msg=f"step {g}: acting window")
         assert L["window"].valid.sum() == len(last)
@@ -660,3 +660,32 @@ def test_divergence_while_finetuning_keeps_the_checkpoint_intact(full_run, tmp_p
     assert (sha256(ckpt), os.stat(ckpt).st_mtime_ns) == before
     assert glob.glob(str(tmp_path / "runs" / "**" / "*.pt*"), recursive=True) == []
     assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")  # no NaN action reached the simulator
+
+
+@pytest.mark.parametrize("script", ["accel", "baseline"])
+def test_device_path_on_the_cpu_defers_the_check_to_the_next_checkpoint_write(script, tmp_path, monkeypatch):
+    """The CUDA path (issue 25) forced on the CPU, in both LSTM scripts: the replay buffer draws its indices with
+    torch's generator, and a NaN loss at step 130 is found at the next checkpoint write (step 140) and reported with
+    its own step; resume.pt stays the one of step 120."""
+    mod = m if script == "accel" else baseline
+    monkeypatch.setattr(mod, "DEVICE_PATH", True)
+    update = mod.td3_update
+
+    def nan_at_130(global_step, *a, **kw):
+        losses = update(global_step, *a, **kw)
+        if global_step == 130:
+            losses["losses/qf2_loss"] = losses["losses/qf2_loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(mod, "td3_update", nan_at_130)
+    steps = dict(accel_steps=200, finetune_steps=100) if script == "accel" else dict(total_timesteps=300)
+    tiny = dict(dim_model=32, dim_feedforward=64, accel_buffer_size=1000) if script == "accel" else {}
+    args = mod.Args(env_id="Pendulum-v1", pomdp="none", batch_size=32, buffer_size=1000, lstm_hidden_size=8,
+                    num_threads=1, learning_starts=100, checkpoint_frequency=20, log_frequency=1000,
+                    eval_frequency=1000, run_dir=str(tmp_path), **steps, **tiny)  # fmt: skip
+    seen = []
+    with pytest.raises(mod.DivergenceError, match=r"^losses/qf2_loss is nan at global step 130$"):
+        mod.main(args, on_step=lambda loop: seen.append((loop["global_step"], loop["rb"].torch_rng)))
+    assert seen[-1][0] == 140 and {on_device for _, on_device in seen} == {True}
+    state = torch.load(os.path.join(single_run_dir(tmp_path), "resume.pt"), weights_only=False)
+    assert state["global_step"] == 120
