@@ -1,12 +1,17 @@
-# Baseline for "Accelerating Transformers in Online RL": plain TD3 with an MLP actor and twin MLP critics on ManiSkill3,
-# i.e. td3_accel_maniskill.py's accelerator (stage 1) on its own, without the transformer. Parallel envs; steps
-# are env steps summed over envs; replay kept per env. CleanRL-style: one self-contained file.
-# Simulators as in td3_accel_maniskill.py: `cpu` (one CPU env per process, tested) and `gpu` (ManiSkill's
-# GPU-parallel envs; UNTESTED).
-# `--checkpoint-frequency` writes a resumable state (RUN_DIR/resume.pt), `--resume RUN_DIR` continues an
-# interrupted run, SIGTERM/SIGINT finish the step, write it and exit 3, with td3_accel_maniskill.py's episode
-# rule: resumed where every env had just started an episode, the same episodes start again (not an exact
-# replay: PhysX depends on the steps it ran before); elsewhere every env starts a fresh episode.
+"""Baseline for "Accelerating Transformers in Online RL": plain TD3 with an MLP actor and twin MLP critics on
+ManiSkill3, i.e. td3_accel_maniskill.py's accelerator (stage 1) on its own, without the transformer. Parallel envs;
+steps are env steps summed over envs; replay kept per env. Simulators as in td3_accel_maniskill.py: `cpu` (one CPU env
+per process, tested) and `gpu` (ManiSkill's GPU-parallel envs; UNTESTED).
+
+    python baselines/td3_mlp_maniskill.py --env-id PushCube-v1 --sim-backend cpu --num-envs 2
+    python baselines/td3_mlp_maniskill.py --resume runs/RUN_DIR    # continue an interrupted run
+
+SIGTERM/SIGINT finish the step, write RUN_DIR/resume.pt and exit 3. Resumed where every env had just started an
+episode, the same episodes start again (not an exact replay: PhysX depends on the steps it ran before); elsewhere every
+env starts a fresh one. CleanRL-style: the method, top to bottom, then main(); the last section, "Plumbing", holds
+validation, checkpoints and resume, signals and progress.
+"""
+
 import glob
 import math
 import os
@@ -26,58 +31,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-# The resumable state of an unfinished run (see the top of this file); removed when the run ends.
-RESUME_FILE = "resume.pt"
-# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
-RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
-               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
-EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
-VULKAN_HINT = (
-    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
-    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
-)
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line and exit code 2."""
-
-
-class DivergenceError(Exception):
-    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
-
-
-def default_threads() -> int:
-    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
-    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run directory name)"""
-    seed: int = 1
-    """seed of the experiment"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
+    seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
-    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic)"""
-    cuda: bool = True
-    """if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)"""
-    num_threads: int = field(default_factory=default_threads)
+    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
+    and on CUDA the cuBLAS workspace setting they need)"""
+    cuda: bool = True  # if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)
+    num_threads: int = field(default_factory=lambda: default_threads())
     """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
     stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
-    track: bool = False
-    """if toggled, this experiment will be tracked with Weights and Biases"""
-    wandb_project_name: str = "transformer-acceleration"
-    """the wandb's project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of wandb's project"""
-    run_dir: str = "runs"
-    """where run directories (TensorBoard events, checkpoints) are created"""
+    track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
+    wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
+    wandb_entity: str | None = None  # the entity (team) of wandb's project
+    run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
     """write the run's resumable state (networks, optimizers, replay buffer, RNGs, env generators) to
     RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
@@ -88,84 +57,37 @@ class Args:
     elsewhere every env starts a fresh one"""
 
     # Environment
-    env_id: str = "PushCube-v1"
-    """the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)"""
-    num_envs: int = 50
-    """parallel training envs (Table 1: 50); on the CPU simulator each is a process"""
-    num_eval_envs: int = 16
-    """parallel evaluation envs (separate from the training envs)"""
-    control_mode: str = "pd_joint_delta_pos"
-    """the robot's controller (ManiSkill's RL default; sets the action space)"""
-    obs_mode: str = "state"
-    """observation mode: only `state` (flat state vectors) is supported"""
+    env_id: str = "PushCube-v1"  # the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)
+    num_envs: int = 50  # parallel training envs (Table 1: 50); on the CPU simulator each is a process
+    num_eval_envs: int = 16  # parallel evaluation envs (separate from the training envs)
+    control_mode: str = "pd_joint_delta_pos"  # the robot's controller (ManiSkill's RL default; sets the action space)
+    obs_mode: str = "state"  # observation mode: only `state` (flat state vectors) is supported
     sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
     """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
     `auto` (gpu when CUDA is available and --cuda, else cpu)"""
     ignore_terminations: bool = False
     """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
     the time limit)"""
-    total_timesteps: int = 1_000_000
-    """total env steps of the run (summed over envs; rounded up to whole steps of all envs)"""
+    total_timesteps: int = 1_000_000  # total env steps (summed over envs; rounded up to whole steps of all envs)
 
     # TD3 (Table 1, ManiSkill)
-    buffer_size: int = 50_000
-    """replay buffer size, in transitions over all envs"""
-    learning_starts: int = 600
-    """env steps of uniform random actions before learning starts"""
-    batch_size: int = 600
-    """minibatch size of every TD3 update"""
+    buffer_size: int = 50_000  # replay buffer size, in transitions over all envs
+    learning_starts: int = 600  # env steps of uniform random actions before learning starts
+    batch_size: int = 600  # minibatch size of every TD3 update
     utd: float = 0.5
     """gradient updates per env step (update-to-data ratio; not given in the paper), as in td3_accel_maniskill.py"""
-    gamma: float = 0.8
-    """the discount factor gamma"""
-    tau: float = 0.01
-    """target smoothing coefficient"""
-    policy_noise: float = 0.2
-    """the scale of the target policy smoothing noise"""
-    noise_clip: float = 0.5
-    """the clip of the target policy smoothing noise"""
-    exploration_noise: float = 0.1
-    """the scale of the Gaussian exploration noise"""
-    policy_frequency: int = 2
-    """the frequency (in TD3 updates) of delayed actor (and target) updates"""
-    learning_rate: float = 3e-4
-    """Adam learning rate of every network"""
+    gamma: float = 0.8  # the discount factor gamma
+    tau: float = 0.01  # target smoothing coefficient
+    policy_noise: float = 0.2  # the scale of the target policy smoothing noise
+    noise_clip: float = 0.5  # the clip of the target policy smoothing noise
+    exploration_noise: float = 0.1  # the scale of the Gaussian exploration noise
+    policy_frequency: int = 2  # the frequency (in TD3 updates) of delayed actor (and target) updates
+    learning_rate: float = 3e-4  # Adam learning rate of every network
 
     # Evaluation and logging
-    eval_frequency: int = 10_000
-    """evaluate (deterministic actions, the eval envs, full episodes) every this many env steps"""
-    eval_episodes: int = 16
-    """episodes per evaluation (run --num-eval-envs at a time)"""
-    log_frequency: int = 1000
-    """log losses and SPS every this many env steps"""
-
-
-def validate_args(args: Args) -> None:
-    positive = ["total_timesteps", "buffer_size", "batch_size", "policy_frequency", "eval_frequency",
-                "eval_episodes", "log_frequency", "num_threads", "num_envs", "num_eval_envs"]  # fmt: skip
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["learning_starts", "checkpoint_frequency"]:
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.buffer_size < args.batch_size:
-        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
-    if args.obs_mode != "state":
-        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
-    if not (args.utd > 0 and math.isfinite(args.utd)):
-        raise UsageError(f"--utd must be positive and finite, got {args.utd}")
-    for name in ["gamma", "tau"]:
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise UsageError(f"--{name} must be in [0, 1], got {getattr(args, name)}")
-    for name in ["policy_noise", "noise_clip", "exploration_noise", "learning_rate"]:
-        if not getattr(args, name) >= 0:  # NaN fails too
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
-    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
-        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
-    if args.sim_backend == "gpu" and not torch.cuda.is_available():
-        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+    eval_frequency: int = 10_000  # evaluate (deterministic actions, eval envs, full episodes) every this many env steps
+    eval_episodes: int = 16  # episodes per evaluation (run --num-eval-envs at a time)
+    log_frequency: int = 1000  # log losses and SPS every this many env steps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,40 +154,6 @@ class VecEnv:
 
     def close(self):
         self.env.close()
-
-
-class EnvGenerators(gym.Wrapper):
-    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
-    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
-    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
-    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
-    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
-    before shows, typically a few steps into the gripper touching the cube)."""
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.reset_generators = None
-
-    def reset(self, **kwargs):
-        self.reset_generators = self.generators
-        return self.env.reset(**kwargs)
-
-    @property
-    def generators(self) -> dict:
-        base = self.env.unwrapped
-        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
-                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
-
-    @generators.setter
-    def generators(self, state: dict) -> None:
-        base = self.env.unwrapped
-        torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
-        random.setstate(state["python"])
-        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
-            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
-                rng.set_state(rng_state)
 
 
 def use_gpu_sim(args: Args) -> bool:
@@ -359,8 +247,8 @@ def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam as one fused kernel over all parameters (CPU or CUDA): the same update, ~4x faster than the default
-    per-parameter loop on the CPU (BENCHMARKS.md, tests/test_speed_equivalence_maniskill.py)."""
+    """Adam as one fused kernel over all parameters: the same update, ~4x faster than the default per-parameter loop
+    on the CPU (BENCHMARKS.md, tests/test_speed_equivalence.py)."""
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
@@ -390,6 +278,8 @@ class ReplayBuffer:
     """Per-env ring buffer: row t, column e holds env e's transition (s, a, r, s', terminated) of its t-th step in
     the buffer, with the step index of s inside its episode. A column is one env's history in order, so the context
     window of s and s' is rebuilt for any sampled transition from the rows above it, without storing windows."""
+
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step")
 
     def __init__(self, size: int, num_envs: int, obs_dim: int, act_dim: int, device):
         self.rows, self.num_envs, self.device = max(1, math.ceil(size / num_envs)), num_envs, device
@@ -437,40 +327,15 @@ class ReplayBuffer:
         return data
 
     def state_dict(self) -> dict:
-        return buffer_state(self, ("obs", "next_obs", "actions", "rewards", "terminations", "episode_step"))
+        # compact host copies of the filled rows (a slice of a tensor would save its whole storage)
+        return buffer_state(self, {k: getattr(self, k)[: self.count].to("cpu", copy=True) for k in self.FIELDS})
 
     def load_state_dict(self, state: dict) -> None:
         load_buffer_state(self, state)
 
 
-def buffer_state(buffer, fields) -> dict:
-    """A ring buffer's filled part (the slots, or rows, below `count`: a ring fills from slot 0) and its pointer, as
-    compact CPU copies (a slice of a tensor would save its whole storage)."""
-    return {"ptr": buffer.ptr, "count": buffer.count,
-            **{k: getattr(buffer, k)[: buffer.count].to("cpu", copy=True) for k in fields}}  # fmt: skip
-
-
-def load_buffer_state(buffer, state: dict) -> None:
-    for k, v in state.items():
-        if k not in ("ptr", "count"):
-            getattr(buffer, k)[: len(v)] = v
-    buffer.ptr, buffer.count = state["ptr"], state["count"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Updates
-def check_finite(losses: dict, step: int) -> None:
-    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
-
-
-def check_action(action: torch.Tensor, who: str, step: int) -> None:
-    # weights blown up by the last update are still finite; their first action is where NaN shows
-    if not torch.isfinite(action).all():
-        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
-
-
+# Losses and updates
 def td3_update(update, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target, q_optimizer, actor_optimizer,
                args: Args) -> dict:  # fmt: skip
     """One TD3 step; `update` counts TD3 updates (delayed actor updates).
@@ -547,7 +412,204 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Training loop, for all envs at once
+def crossed(step: int, num_envs: int, every: int) -> int:
+    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
+    return step // every - (step - num_envs) // every
+
+
+def main(args: Args, on_step=None) -> None:
+    """TD3. on_step, if given, is called with the loop's local variables after every step of all envs (the tests
+    inspect buffers, windows and networks of the real loop through it)."""
+    run = Run(args)  # checks the flags, reads resume.pt, seeds the generators, picks the device
+    device, state = run.device, run.state
+    with run:  # from here on the env processes and the writer are closed however the run ends
+        # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
+        envs = run.closes(make_envs(args, args.num_envs, args.ignore_terminations, device))
+        eval_envs = run.closes(make_envs(args, args.num_eval_envs, True, device))
+        N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
+        low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
+
+        actor, actor_target = Actor(obs_dim, low, high).to(device), Actor(obs_dim, low, high).to(device)
+        qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+        qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
+        for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
+            target.load_state_dict(net.state_dict())
+        q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
+        actor_optimizer = adam(actor.parameters(), args.learning_rate)
+        rb = ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
+        windows = EpisodeWindows(N, 1, obs_dim, device)
+        learners = dict(actor=actor, actor_target=actor_target, qf1=qf1, qf2=qf2, qf1_target=qf1_target,
+                        qf2_target=qf2_target, q_optimizer=q_optimizer, actor_optimizer=actor_optimizer)  # fmt: skip
+
+        global_step, total_steps = 0, whole_steps(args.total_timesteps, N)
+        episode_count, updates, updates_owed, last_eval = 0, 0, 0.0, {}
+        episode_step = torch.zeros(N, dtype=torch.long, device=device)
+        obs = envs.reset(seed=args.seed)
+        if state is not None:  # --resume: the saved step, the RNGs last (building the networks above drew from them)
+            obs = run.restore(learners, rb, envs)
+            keys = ("global_step", "episode_count", "updates", "updates_owed", "last_eval")
+            global_step, episode_count, updates, updates_owed, last_eval = (state[k] for k in keys)
+        windows.reset(obs)
+        episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
+
+        def resume_state() -> dict:  # everything the loop needs to go on from this step
+            return {"global_step": global_step, "episode_count": episode_count, "updates": updates,
+                    "updates_owed": updates_owed, "last_eval": last_eval, "rb": rb.state_dict(),
+                    **run.rng_state(envs, episode_step),
+                    **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
+
+        run.start(global_step, total_steps, obs_dim)
+        while global_step < total_steps:
+            action = act(global_step, obs, windows, actor, envs, args)
+            check_action(action, "actor", global_step)
+            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
+            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
+            global_step += N
+            episode_step += 1
+            episode_return += reward
+            episode_success |= success
+            if done.any():  # means over the episodes that ended in this step
+                run.log(global_step, {"charts/episodic_return": episode_return[done].mean().item(),
+                                      "charts/episodic_length": episode_step[done].float().mean().item(),
+                                      "charts/success_once": episode_success[done].float().mean().item()})  # fmt: skip
+                episode_count += int(done.sum())
+                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
+            windows.push(next_obs, done)  # an env that reset starts its window afresh
+            obs = next_obs
+
+            losses = {}
+            if global_step > args.learning_starts:  # --utd updates per env step, the fraction carried to the next
+                updates_owed += N * args.utd
+                for _ in range(int(updates_owed)):
+                    updates += 1
+                    data = rb.sample(args.batch_size, 0)
+                    losses = td3_update(updates, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
+                                        q_optimizer, actor_optimizer, args)  # fmt: skip
+                    check_finite(losses, global_step)
+                updates_owed -= int(updates_owed)
+            run.log_step(global_step, losses)
+            if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
+                policy = lambda w: actor(w.obs[:, -1])  # deterministic: no exploration noise
+                seed = args.seed + 10_000 + global_step
+                last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, 1, global_step)
+                run.report(global_step, episode_count, last_eval)
+            if on_step is not None:
+                on_step(locals())
+            run.maybe_checkpoint(global_step, resume_state)
+        run.finish("final.pt", {"global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim,
+                                **{k: v.state_dict() for k, v in learners.items()}, "eval": last_eval})  # fmt: skip
+
+
+# ===============================================================================================================
+# Plumbing: validation, checkpoints and resume, signals, progress and logging. Nothing below changes what is learned.
+# ===============================================================================================================
+# The resumable state of an unfinished run (see the top of this file); removed when the run ends.
+RESUME_FILE = "resume.pt"
+# Flags a resumed run may set anew (total steps, evaluation, logging, threads); all others must match the run's.
+RESUME_SAFE = ("total_timesteps", "eval_frequency", "eval_episodes", "log_frequency", "checkpoint_frequency",
+               "num_threads", "track", "wandb_project_name", "wandb_entity", "resume")  # fmt: skip
+EXIT_INTERRUPTED = 3  # SIGTERM or SIGINT: the resumable state was written, `--resume RUN_DIR` continues
+VULKAN_HINT = (
+    "no Vulkan device found (SAPIEN needs one even with rendering off); on Debian 12 install Mesa 25 from "
+    "bookworm-backports: apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1 (README)"
+)
+# (flags, requirement, test): each flag's value must pass its test, else a one-line error names flag and value
+RULES = (
+    (("total_timesteps", "buffer_size", "batch_size", "policy_frequency", "eval_frequency", "eval_episodes",
+      "log_frequency", "num_threads", "num_envs", "num_eval_envs"), "must be positive", lambda v: v > 0),
+    (("learning_starts", "checkpoint_frequency", "policy_noise", "noise_clip", "exploration_noise", "learning_rate"),
+     "must be >= 0", lambda v: v >= 0),  # NaN fails too
+    (("utd",), "must be positive and finite", lambda v: 0 < v < math.inf),
+    (("gamma", "tau"), "must be in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+)  # fmt: skip
+
+
+def default_threads() -> int:
+    """--num-threads' default: OMP_NUM_THREADS when it is set (a grid, a Slurm job), else 1. Runs side by side are the
+    common case (a seed grid from a shell loop), and two 2-thread runs on 2 cores ran 10x slower (BENCHMARKS.md)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line and exit code 2."""
+
+
+class DivergenceError(Exception):
+    """A NaN or inf loss, or a non-finite action: reported as one line and exit code 1."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: the step finished and the resumable state was written; exit code 3."""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def validate_args(args: Args) -> None:
+    for names, requirement, ok in RULES:
+        for name in names:
+            if not ok(getattr(args, name)):
+                raise UsageError(f"{flag(name)} {requirement}, got {getattr(args, name)}")
+    if args.buffer_size < args.batch_size:
+        raise UsageError(f"--buffer-size ({args.buffer_size}) is smaller than --batch-size ({args.batch_size})")
+    if args.obs_mode != "state":
+        raise UsageError(f"--obs-mode {args.obs_mode}: only `state` observations are supported")
+    # Adam's first step is about lr / (1 - beta1); beyond float32's range it cannot even be represented
+    if not np.isfinite(args.learning_rate) or args.learning_rate / (1 - 0.9) > float(torch.finfo(torch.float32).max):
+        raise UsageError(f"--learning-rate must be finite and at most 3.4e37, got {args.learning_rate}")
+    if args.sim_backend == "gpu" and not torch.cuda.is_available():
+        raise UsageError("--sim-backend gpu needs a CUDA GPU (none found); use --sim-backend cpu")
+
+
+def check_finite(losses: dict, step: int) -> None:
+    bad = [name for name, v in losses.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DivergenceError(f"{bad[0]} is {losses[bad[0]].item()} at global step {step}")
+
+
+def check_action(action: torch.Tensor, who: str, step: int) -> None:
+    # weights blown up by the last update are still finite; their first action is where NaN shows
+    if not torch.isfinite(action).all():
+        raise DivergenceError(f"the {who}'s action is non-finite at global step {step}")
+
+
+class EnvGenerators(gym.Wrapper):
+    """One CPU env, in its own process, whose random generators the main process reads and sets through the vector
+    env (--resume): that process's torch, NumPy and Python generators and ManiSkill's (3.0.1) main and per-episode
+    ones, which are what an unseeded reset draws the episode's initial state from. `reset_generators` holds them as
+    they were before the current episode's reset: set back to those, the env's next reset starts that episode again
+    (the same initial state, to the bit; the steps after it match until PhysX's dependence on the steps it ran
+    before shows, typically a few steps into the gripper touching the cube)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.reset_generators = None
+
+    def reset(self, **kwargs):
+        self.reset_generators = self.generators
+        return self.env.reset(**kwargs)
+
+    @property
+    def generators(self) -> dict:
+        base = self.env.unwrapped
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "episode": [rng.get_state() for rng in base._batched_episode_rng.rngs],
+                "main": [rng.get_state() for rng in base._batched_main_rng.rngs]}  # fmt: skip
+
+    @generators.setter
+    def generators(self, state: dict) -> None:
+        base = self.env.unwrapped
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        for name, saved in [("_batched_episode_rng", state["episode"]), ("_batched_main_rng", state["main"])]:
+            for rng, rng_state in zip(getattr(base, name).rngs, saved, strict=True):
+                rng.set_state(rng_state)
+
+
 def save_checkpoint(path: str, payload: dict) -> None:
     """Atomic: a crash mid-write never leaves a truncated file at `path` (write a temporary file, flush it to disk,
     rename it over `path`); the previous file stays whole until the new one is."""
@@ -557,6 +619,18 @@ def save_checkpoint(path: str, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def buffer_state(buffer, fields: dict) -> dict:
+    """A ring buffer's resumable state: its filled part (the slots below `count`: a ring fills from slot 0) as host
+    tensors, and its pointer."""
+    return {"ptr": buffer.ptr, "count": buffer.count, **fields}
+
+
+def load_buffer_state(buffer, state: dict) -> None:
+    for k in buffer.FIELDS:
+        getattr(buffer, k)[: len(state[k])] = state[k]
+    buffer.ptr, buffer.count = state["ptr"], state["count"]
 
 
 def load_resume_state(run_path: str) -> dict:
@@ -576,14 +650,19 @@ def load_resume_state(run_path: str) -> dict:
     return state
 
 
+def whole_steps(steps: int, num_envs: int) -> int:
+    """Env steps rounded up to whole steps of all envs, so that global_step lands on the run's end."""
+    return math.ceil(steps / num_envs) * num_envs
+
+
 def check_resume_args(args: Args, state: dict) -> None:
     """A resumed run keeps its flags; RESUME_SAFE ones may change, as long as the steps already run still fit (the
     total rounded up to whole steps of all envs, as the run counts it)."""
     for name, saved in state["args"].items():
         if name not in RESUME_SAFE and getattr(args, name) != saved:
-            raise UsageError(f"--resume {args.resume}: --{name.replace('_', '-')} {getattr(args, name)} contradicts "
-                             f"the run's {saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
-    if math.ceil(args.total_timesteps / args.num_envs) * args.num_envs < state["global_step"]:
+            raise UsageError(f"--resume {args.resume}: {flag(name)} {getattr(args, name)} contradicts the run's "
+                             f"{saved}; only {', '.join(RESUME_SAFE[:-1])} may change")  # fmt: skip
+    if whole_steps(args.total_timesteps, args.num_envs) < state["global_step"]:
         raise UsageError(f"--resume {args.resume}: --total-timesteps {args.total_timesteps} ends the run before step "
                          f"{state['global_step']}, where it stopped")  # fmt: skip
 
@@ -599,213 +678,167 @@ def versions() -> dict:
     return out
 
 
-def crossed(step: int, num_envs: int, every: int) -> int:
-    """How many multiples of `every` the last step of all envs (step - num_envs, step] passed."""
-    return step // every - (step - num_envs) // every
+class Run:
+    """What main() needs besides the method: the run directory and its resume.pt, seeds and device, TensorBoard (and
+    wandb), the progress line, SIGTERM/SIGINT, the checkpoint writes, and the envs (their processes) to close however
+    the run ends."""
 
+    def __init__(self, args: Args):
+        validate_args(args)
+        self.args, self.state = args, None  # state: the resumable state of the run that --resume continues
+        if args.resume:
+            self.state = load_resume_state(args.resume)
+            check_resume_args(args, self.state)
+            self.path = os.path.normpath(args.resume)
+            for tmp in glob.glob(os.path.join(self.path, "*.pt.tmp*")):  # left by a process killed mid-write
+                os.remove(tmp)
+        else:
+            name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+            while os.path.exists(os.path.join(args.run_dir, name)):  # same seed started in the same second
+                name += "_"
+            self.path = os.path.join(args.run_dir, name)
+        self.name = os.path.basename(self.path)
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        if args.torch_deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+        torch.use_deterministic_algorithms(args.torch_deterministic)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        self.device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(args.num_threads)
+        self.sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
+        self.writer, self.stop, self.handlers, self.closing = None, [], {}, []
 
-# ---------------------------------------------------------------------------------------------------------------
-def main(args: Args, on_step=None) -> None:
-    """on_step, if given, is called with the loop's local variables after every step of all envs (for tests)."""
-    validate_args(args)
-    state = None  # the resumable state of the run that --resume continues
-    if args.resume:
-        state = load_resume_state(args.resume)
-        check_resume_args(args, state)
-        run_path = os.path.normpath(args.resume)
-        run_name = os.path.basename(run_path)
-        for tmp in glob.glob(os.path.join(run_path, "*.pt.tmp*")):  # left by a process killed mid-write
-            os.remove(tmp)
-    else:
-        run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        while os.path.exists(run_path := os.path.join(args.run_dir, run_name)):  # same seed started in the same second
-            run_name += "_"
+    def closes(self, envs: VecEnv) -> VecEnv:
+        """Close these envs when the run ends, however it ends."""
+        self.closing.append(envs)
+        return envs
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    if args.torch_deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
-    torch.use_deterministic_algorithms(args.torch_deterministic)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and (args.cuda or use_gpu_sim(args)) else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(args.num_threads)
-
-    # training episodes end at success unless --ignore-terminations; eval episodes always run to the time limit
-    envs = make_envs(args, args.num_envs, args.ignore_terminations, device)
-    try:
-        eval_envs = make_envs(args, args.num_eval_envs, True, device)
-    except UsageError:
-        envs.close()
-        raise
-    N, obs_dim, act_dim = envs.num_envs, envs.obs_dim, envs.act_dim
-    low, high = envs.low.cpu().numpy(), envs.high.cpu().numpy()
-
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            envs.close(), eval_envs.close()
-            raise UsageError("--track needs wandb: pip install wandb") from None
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)  # fmt: skip
-    from torch.utils.tensorboard import SummaryWriter
-
-    sim = "gpu (physx_cuda)" if use_gpu_sim(args) else "cpu (physx_cpu, one process per env)"
-    if state is None:
-        writer = SummaryWriter(run_path)
-        table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(device),
-                 "sim": sim}  # fmt: skip
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items()))
-    else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
-        # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
-        events = glob.glob(os.path.join(run_path, "events.out.tfevents.*"))
-        while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
-            time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
-        writer = SummaryWriter(run_path, purge_step=state["global_step"] + 1)
-
-    actor = Actor(obs_dim, low, high).to(device)
-    actor_target = Actor(obs_dim, low, high).to(device)
-    qf1, qf2 = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    qf1_target, qf2_target = QNetwork(obs_dim, act_dim).to(device), QNetwork(obs_dim, act_dim).to(device)
-    for net, target in [(actor, actor_target), (qf1, qf1_target), (qf2, qf2_target)]:
-        target.load_state_dict(net.state_dict())
-    q_optimizer = adam(list(qf1.parameters()) + list(qf2.parameters()), args.learning_rate)
-    actor_optimizer = adam(actor.parameters(), args.learning_rate)
-    rb = ReplayBuffer(args.buffer_size, N, obs_dim, act_dim, device)
-    total_steps = math.ceil(args.total_timesteps / N) * N  # whole steps of all envs
-
-    obs = envs.reset(seed=args.seed)
-    windows = EpisodeWindows(N, 1, obs_dim, device)
-    episode_step = torch.zeros(N, dtype=torch.long, device=device)
-    global_step, episode_count, updates, updates_owed = 0, 0, 0, 0.0
-    last_eval = {}
-
-    def learners() -> dict:
-        return {"actor": actor, "actor_target": actor_target, "qf1": qf1, "qf2": qf2, "qf1_target": qf1_target,
-                "qf2_target": qf2_target, "q_optimizer": q_optimizer, "actor_optimizer": actor_optimizer}  # fmt: skip
-
-    def resume_state() -> dict:
-        """Everything the loop needs to go on from this step: from the same episodes where every env has just started
-        one (the env processes' generators as they were before those resets, to redo them), else from fresh episodes
-        (ManiSkill's mid-episode states are not saved)."""
-        episode_start = bool((episode_step == 0).all())
-        return {"script": os.path.basename(__file__), "global_step": global_step, "args": asdict(args),
-                **{k: v.state_dict() for k, v in learners().items()}, "rb": rb.state_dict(),
-                "episode_count": episode_count, "updates": updates, "updates_owed": updates_owed,
-                "last_eval": last_eval, "episode_start": episode_start, "episode_step": episode_step.tolist(),
-                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}  # fmt: skip
-
-    if state is not None:  # --resume: the saved step, then the RNGs last (building the networks above drew from them)
-        global_step, episode_count, last_eval = state["global_step"], state["episode_count"], state["last_eval"]
-        updates, updates_owed = state["updates"], state["updates_owed"]
-        for name, obj in learners().items():
+    def restore(self, learners: dict, rb: ReplayBuffer, envs: VecEnv):
+        """--resume: learners, replay buffer and every generator as saved (the CPU env processes' too); the envs' first
+        observations."""
+        state = self.state
+        for name, obj in learners.items():
             obj.load_state_dict(state[name])
         rb.load_state_dict(state["rb"])
         obs = envs.reset_from(state["env_generators"])  # at an episode start: the same episodes again
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and device.type == "cuda":
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {run_path} at step {global_step}", flush=True)
+        print(f"resumed {self.path} at step {state['global_step']}", flush=True)
         if not state["episode_start"]:
-            print(f"resumed mid-episode: the {N} interrupted episodes (up to {max(state['episode_step'])} steps in) "
-                  "are not counted and every env starts a fresh one (environment states are not saved)",
+            print(f"resumed mid-episode: the {envs.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
+                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
                   flush=True)  # fmt: skip
         elif state["env_generators"] is None:
             print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
                   "another episode than the interrupted run's would have", flush=True)  # fmt: skip
-    else:
-        print(f"run {run_path}: steps 0..{total_steps} (env steps over {N} envs), obs dim {obs_dim}, device "
-              f"{device}, sim {sim}", flush=True)  # fmt: skip
+        return obs
 
-    windows.reset(obs)
-    episode_return, episode_success = torch.zeros(N, device=device), torch.zeros(N, dtype=torch.bool, device=device)
-    start_step, start_time = global_step, time.time()
-    # SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits at once
-    stop = []
+    def rng_state(self, envs: VecEnv, episode_step: torch.Tensor) -> dict:
+        """Every generator's state: where every env has just started an episode, the env processes' as they were
+        before those resets, to redo them; else a fresh episode starts (ManiSkill's mid-episode states are not
+        saved)."""
+        episode_start = bool((episode_step == 0).all())
+        return {"episode_start": episode_start, "episode_step": episode_step.tolist(),
+                "env_generators": envs.generators(episode_start), "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def on_signal(signum, frame):
-        if stop:
+    def start(self, global_step: int, total_steps: int, obs_dim: int):
+        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT."""
+        args, self.total_steps = self.args, total_steps
+        if args.track:
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError("--track needs wandb: pip install wandb") from None
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=self.name, id=self.name, resume="allow", save_code=True)  # fmt: skip
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.state is None:
+            self.writer = SummaryWriter(self.path)
+            table = {**asdict(args), **{f"version/{k}": v for k, v in versions().items()}, "device": str(self.device),
+                     "sim": self.sim}  # fmt: skip
+            self.writer.add_text(
+                "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
+            )
+            print(f"run {self.path}: steps 0..{total_steps} (env steps over {args.num_envs} envs), obs dim {obs_dim}, "
+                  f"device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
+        else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
+            # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
+            events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
+            while int(time.time()) <= max((int(os.path.basename(f).split(".")[3]) for f in events), default=0):
+                time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
+            self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
+        self.start_step, self.start_time = global_step, time.time()
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM (Slurm preemption) or Ctrl-C: finish this step, write resume.pt, exit 3; a second one exits now."""
+        if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
-        stop.append(signal.Signals(signum).name)
-        print(f"{stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
+        self.stop.append(signal.Signals(signum).name)
+        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while global_step < total_steps:
-            action = act(global_step, obs, windows, actor, envs, args)
-            check_action(action, "actor", global_step)
-            next_obs, final_obs, reward, terminated, done, success = envs.step(action)
-            rb.add(obs, final_obs, action, reward, terminated, episode_step)  # the true s', never a reset observation
-            global_step += N
-            episode_step += 1
-            episode_return += reward
-            episode_success |= success
-            if done.any():  # means over the episodes that ended in this step
-                writer.add_scalar("charts/episodic_return", episode_return[done].mean().item(), global_step)
-                writer.add_scalar("charts/episodic_length", episode_step[done].float().mean().item(), global_step)
-                writer.add_scalar("charts/success_once", episode_success[done].float().mean().item(), global_step)
-                episode_count += int(done.sum())
-                episode_step[done], episode_return[done], episode_success[done] = 0, 0.0, False
-            windows.push(next_obs, done)  # an env that reset starts its window afresh
-            obs = next_obs
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / (time.time() - self.start_time))
 
-            losses = {}
-            if global_step > args.learning_starts:
-                updates_owed += N * args.utd
-                for _ in range(int(updates_owed)):
-                    updates += 1
-                    data = rb.sample(args.batch_size, 0)
-                    losses = td3_update(updates, data, actor, actor_target, qf1, qf2, qf1_target, qf2_target,
-                                        q_optimizer, actor_optimizer, args)  # fmt: skip
-                    check_finite(losses, global_step)
-                updates_owed -= int(updates_owed)
+    def log(self, global_step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, global_step)
 
-            if crossed(global_step, N, args.log_frequency):
-                for name, value in losses.items():
-                    writer.add_scalar(name, value.item(), global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                writer.add_scalar("charts/SPS", sps, global_step)
-            if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
-                policy = lambda w: actor(w.obs[:, -1])  # deterministic: no exploration noise
-                seed = args.seed + 10_000 + global_step
-                last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, 1, global_step)
-                for key, value in last_eval.items():
-                    writer.add_scalar(f"eval/{key}", value, global_step)
-                sps = int((global_step - start_step) / (time.time() - start_time))
-                evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
-                print(f"step={global_step} SPS={sps} episodes={episode_count} {evals}", flush=True)
-            if on_step is not None:
-                on_step(locals())
-            periodic = args.checkpoint_frequency and crossed(global_step, N, args.checkpoint_frequency)
-            if global_step < total_steps and (stop or periodic):
-                writer.flush()  # every event up to this step is on disk before the state that follows it
-                save_checkpoint(os.path.join(run_path, RESUME_FILE), resume_state())
-                if stop:
-                    raise Interrupted(f"{stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                      f"python {os.path.relpath(__file__)} --resume {run_path}")  # fmt: skip
+    def log_step(self, global_step: int, losses: dict) -> None:
+        """After each step of all envs: every --log-frequency steps the losses (of its last update) and SPS."""
+        if crossed(global_step, self.args.num_envs, self.args.log_frequency):
+            self.log(global_step, {name: value.item() for name, value in losses.items()})
+            self.log(global_step, {"charts/SPS": self.sps(global_step)})
 
-        save_checkpoint(os.path.join(run_path, "final.pt"),
-                        {"global_step": global_step, "args": asdict(args), "obs_dim": obs_dim, "act_dim": act_dim,
-                         "versions": versions(), **{k: v.state_dict() for k, v in learners().items()},
-                         "eval": last_eval})  # fmt: skip
-        if os.path.exists(os.path.join(run_path, RESUME_FILE)):  # the run is over: nothing left to resume
-            os.remove(os.path.join(run_path, RESUME_FILE))
-        print(f"done: checkpoint and TensorBoard events in {run_path}", flush=True)
-    finally:
-        envs.close()
-        eval_envs.close()
-        writer.close()
-        for sig, handler in handlers.items():  # last: a signal during the closing above is still ours
+    def report(self, global_step: int, episode_count: int, last_eval: dict) -> None:
+        """An evaluation's results: to TensorBoard, and as the progress line."""
+        self.log(global_step, {f"eval/{k}": v for k, v in last_eval.items()})
+        evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
+        print(f"step={global_step} SPS={self.sps(global_step)} episodes={episode_count} {evals}", flush=True)
+
+    def save(self, name: str, payload: dict) -> None:
+        save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
+
+    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+        """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
+        every = self.args.checkpoint_frequency
+        periodic = every and crossed(global_step, self.args.num_envs, every)
+        if global_step < self.total_steps and (self.stop or periodic):
+            self.writer.flush()  # every event up to this step is on disk before the state that follows it
+            self.save(RESUME_FILE, {"script": os.path.basename(__file__), **resume_state()})
+            if self.stop:
+                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                                  f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+
+    def finish(self, name: str, payload: dict) -> None:
+        """The run is over: its last checkpoint, and no resume.pt left to resume."""
+        self.save(name, payload)
+        if os.path.exists(os.path.join(self.path, RESUME_FILE)):
+            os.remove(os.path.join(self.path, RESUME_FILE))
+        print(f"done: checkpoint and TensorBoard events in {self.path}", flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for envs in self.closing:
+            envs.close()
+        if self.writer is not None:
+            self.writer.close()
+        for sig, handler in self.handlers.items():  # last: a signal during the closing above is still ours
             signal.signal(sig, handler)
 
 
