@@ -114,7 +114,7 @@ def fill(mod, size: int, episode_len: int = 200, obs_dim: int = OBS_DIM):
         if hasattr(rb, "episode_step"):
             chunk["episode_step"] = step
         for k, v in chunk.items():
-            getattr(rb, k)[start : start + n] = v
+            getattr(rb, k)[start : start + n] = torch.as_tensor(v)  # a numpy or a torch buffer's field
     rb.ptr, rb.count = 0, size
     return rb
 

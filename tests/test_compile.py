@@ -130,7 +130,8 @@ def assert_same_state(a: dict, b: dict):
 @pytest.mark.parametrize("n", [5, 37, 100])  # part-filled, full (size 37), wrapped round the ring
 def test_mlp_device_buffer_holds_and_gathers_what_the_numpy_one_does(n):
     m = load("mlp")
-    ref, dev = (filled(cls(37, OBS, ACT, "cpu"), n, seed=n) for cls in (m.ReplayBuffer, m.DeviceReplayBuffer))
+    reference = type("MlpReference", (NumpyReplayBuffer,), {"FIELDS": NumpyReplayBuffer.FIELDS[:-1]})  # no episode_step
+    ref, dev = (filled(cls(37, OBS, ACT, "cpu"), n, seed=n) for cls in (reference, device_buffer(m)))
     idx = np.arange(ref.count)
     a, b = ref.gather(idx), dev.gather(torch.as_tensor(idx))
     assert list(a) == list(b)
@@ -138,7 +139,7 @@ def test_mlp_device_buffer_holds_and_gathers_what_the_numpy_one_does(n):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
     assert_same_state(dev.state_dict(), ref.state_dict())  # resume.pt's keys and tensors
     assert all(v.untyped_storage().nbytes() == v.nbytes for v in dev.state_dict().values() if torch.is_tensor(v))
-    back = m.DeviceReplayBuffer(37, OBS, ACT, "cpu")
+    back = device_buffer(m)(37, OBS, ACT, "cpu")
     back.load_state_dict(ref.state_dict())
     assert_same_state(back.state_dict(), ref.state_dict())
     torch.manual_seed(0)
