@@ -25,7 +25,8 @@ M = {
     ),
     "transformer target not carried": (
         "                stage_losses = {}\n",
-        "                stage_losses = {}\n                transformer_target.load_state_dict(transformer.state_dict())\n",
+        "                stage_losses = {}\n"
+        "                transformer_target.load_state_dict(transformer.state_dict())\n",
     ),
     "window not reset at episode end": (
         "                window.reset(obs)\n                episode_step, episode_return = 0, 0.0\n",
