@@ -31,7 +31,7 @@ for name in "${names[@]}"; do
   python ${RUNS[$name]} $TINY --run-dir "$tmp/runs" > "$tmp/$name.log" 2>&1
   echo "exit=$?" >> "$tmp/$name.log"
   # run directories carry the start time; SPS and eta are timings
-  sed -E -e 's/__[0-9]{10}_*/__TIME/g' -e 's/SPS=[0-9]+/SPS=_/' -e 's/eta=[0-9hms]+/eta=_/' -e "s|$tmp|TMP|g" \
+  sed -E -e 's/__[0-9]{10}_*/__TIME/g' -e 's/SPS=[0-9]+/SPS=_/' -e 's/eta=[^ ]+/eta=_/' -e "s|$tmp|TMP|g" \
     "$tmp/$name.log" | grep -v "Warning\|warn(" > "$OUT/$name.txt"
   echo "$name: $(grep -c . "$OUT/$name.txt") lines, $(tail -n 1 "$OUT/$name.txt")"
 done

@@ -49,8 +49,8 @@ M = {
         "if False:",
     ),
     "bc-source eval fills T before learning": (
-        'fill = trajectory if args.bc_source == "eval" and global_step > args.learning_starts else None',
-        'fill = trajectory if args.bc_source == "eval" else None',
+        'fill = trajectory if stage == 1 and args.bc_source == "eval" and global_step > args.learning_starts else None',
+        'fill = trajectory if stage == 1 and args.bc_source == "eval" else None',
     ),
     "state noise not applied to T": (
         "        obs = (obs + noise).astype(np.float32)\n",

@@ -193,7 +193,9 @@ def test_global_step_continues_across_stages(full_run):
 
 def test_progress_line_per_evaluation_with_eta(full_run):
     lines = [x for x in full_run["proc"].stdout.splitlines() if x.startswith("step=")]
-    pattern = re.compile(r"^step=(\d+) stage=([12]) SPS=\d+ eta=(\d+s|\d+m\d\ds|\d+h\d\dm) episodes=\d+ (.*)$")
+    pattern = re.compile(
+        r"^step=(\d+) stage=([12]) SPS=\d+ eta=(measuring|>?(?:\d+s|\d+m\d\ds|\d+h\d\dm)) episodes=\d+ (.*)$"
+    )
     parsed = [pattern.match(x) for x in lines]
     assert all(parsed), lines
     assert [(int(p[1]), int(p[2])) for p in parsed] == [(300, 1), (600, 1), (700, 2)]
@@ -305,6 +307,11 @@ BAD_INPUT = {
     "buffer < batch": (["--env-id", ENV_ID, "--buffer-size", 16, "--batch-size", 32], "--buffer-size (16)"),
     "accel buffer < batch": (["--env-id", ENV_ID, "--accel-buffer-size", 8, "--batch-size", 32], "--accel-buffer-size"),
     "context 0": (["--env-id", ENV_ID, "--context-len", 0], "--context-len must be positive"),
+    "CleanRL's steps flag": (
+        ["--env-id", ENV_ID, "--total-timesteps", 1000],
+        "--total-timesteps: this script runs two "
+        "stages, give their lengths: --accel-steps (stage 1) and --finetune-steps (stage 2)",
+    ),
     # Adam's first step lr / (1 - beta1) would overflow float32 (it used to end in a traceback)
     "huge learning rate": (["--env-id", ENV_ID, "--learning-rate", 1e38], "--learning-rate must be finite and at most"),
     "negative accel steps": (["--env-id", ENV_ID, "--accel-steps", -5], "--accel-steps must be >= 0"),

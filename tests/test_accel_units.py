@@ -768,3 +768,29 @@ def test_load_checkpoint_rejects_dims_and_foreign_files(tmp_path):
         f.write(b"definitely not a torch file\n" * 10)
     with pytest.raises(m.UsageError, match="not a readable checkpoint"):
         m.load_checkpoint(path, args, 4, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ETA (issue 27): each phase's steps left at the speed measured for it, never a guess
+def test_eta_adds_each_phase_at_its_own_speed():
+    # 1000 warm-up steps left at 1000 steps/s, 5000 of stage 1 at 100/s, 10000 of stage 2 at 40/s: 1 + 50 + 250 s
+    left = {"random": 1000, "stage 1": 5000, "stage 2": 10_000}
+    measured = {"random": (2000, 2.0), "stage 1": (500, 5.0), "stage 2": (400, 10.0)}
+    assert m.eta_text(left, measured) == "5m01s"
+    assert m.eta_text({"stage 2": 3 * 3600 * 40}, measured) == "3h00m"
+    assert m.eta_text({"random": 0, "stage 1": 0, "stage 2": 0}, measured) == "0s"
+
+
+def test_eta_without_a_measured_speed_says_so():
+    measured = {"random": (2000, 2.0), "stage 1": (500, 5.0)}
+    # stage 2 not measured yet: what is known is a lower bound, marked as one
+    assert m.eta_text({"stage 1": 5000, "stage 2": 10_000}, measured) == ">50s"
+    # random actions' speed says nothing about learning: stage 1 unmeasured is not extrapolated from it, and under a
+    # second known is no figure to show
+    assert m.eta_text({"random": 0, "stage 1": 5000, "stage 2": 0}, {"random": (2000, 2.0)}) == "measuring"
+    assert m.eta_text({"random": 500, "stage 1": 5000}, {"random": (2000, 1.0)}) == "measuring"
+    # a phase counts as measured after min_steps steps only
+    assert m.eta_text({"stage 1": 5000}, {"stage 1": (99, 1.0)}) == "measuring"
+    assert m.eta_text({"stage 1": 5000}, {"stage 1": (100, 1.0)}) == "50s"
+    # a phase with nothing left needs no speed
+    assert m.eta_text({"stage 1": 0, "stage 2": 400}, {"stage 2": (400, 10.0)}) == "10s"

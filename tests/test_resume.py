@@ -127,6 +127,46 @@ def test_sigterm_at_episode_boundary_resumes_exactly(reference, stopped, tmp_pat
     assert_logged_once(run)
 
 
+@pytest.mark.parametrize("step,stage", [(400, 1), (800, 2)])
+def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(reference, tmp_path, monkeypatch, step,
+                                                                            stage):  # fmt: skip
+    """SIGTERM 10 policy calls into the evaluation at `step`: the evaluation stops at its next step (not at its end),
+    resume.pt is written for `step` marked eval_pending, and the resumed run evaluates `step` again first, then ends
+    exactly as the run never interrupted."""
+    args = tyro.cli(m.Args, args=[str(a) for a in [*FLAGS, "--run-dir", tmp_path]])
+    calls, sent = [], []
+    real = m.transformer_act
+
+    def counted(*a):
+        calls.append(1)
+        if len(calls) == 10 and not sent:  # step `step`'s own action is at most one call: this one is the evaluation's
+            sent.append(len(calls))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a)
+
+    def arm(v):
+        if v["global_step"] == step - 1:
+            calls.clear()
+            monkeypatch.setattr(m, "transformer_act", counted)
+
+    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+        m.main(args, on_step=arm)
+    assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
+    monkeypatch.setattr(m, "transformer_act", real)
+    run = single_run_dir(tmp_path)
+    state = load_pt(os.path.join(run, m.RESUME_FILE))
+    assert (state["global_step"], state["stage"], state["eval_pending"]) == (step, stage, True)
+    proc = checked(run_cli(m, ["--resume", run]))
+    assert f"resumed {run} at step {step} (stage {stage}); a signal stopped its evaluation, which runs again first" in (
+        proc.stdout
+    )
+    assert evals(run) == reference["evals"]
+    final = load_pt(os.path.join(run, "final.pt"))
+    for key in STATE_KEYS:
+        assert_identical(final[key], reference["final"][key], key)
+    assert_logged_once(run)
+
+
 def test_sigterm_mid_episode_resumes_with_a_fresh_episode(stopped, tmp_path):
     run = copy_run(stopped(300), tmp_path)  # 100 steps into the second episode
     assert load_pt(os.path.join(run, m.RESUME_FILE))["episode_step"] == 100
