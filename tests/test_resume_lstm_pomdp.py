@@ -1,6 +1,7 @@
 """td3_accel_lstm_pomdp.py: resumable runs (issue 11, the design of td3_accel_mujoco.py). SIGTERM at an episode
 boundary, in stage 1 and in stage 2, then --resume gives exactly the uninterrupted run (eval returns, weights,
-optimizers); SIGTERM mid-episode to a subprocess exits 3 with one line naming --resume, and the resumed run ends with
+optimizers), and SIGTERM during an evaluation stops it at its next step and the resumed run redoes it first (issue 27);
+SIGTERM mid-episode to a subprocess exits 3 with one line naming --resume, and the resumed run ends with
 no step logged twice, and no history or context window reaches back into the interrupted episode; bad --resume input
 is one line and exit code 2. Pendulum-v1 (--pomdp none): its episodes are 200 steps long, so the boundaries are known
 in advance. Every run is tiny (LSTM hidden size 8, small transformer)."""
@@ -50,7 +51,7 @@ ERROR = re.compile(r"^td3_accel_lstm_pomdp\.py: error: --resume .+$")
 
 def run_args(run_dir, **overrides) -> m.Args:
     return dataclasses.replace(m.Args(), **TINY, accel_steps=ACCEL_STEPS, learning_starts=150,
-                               finetune_steps=FINETUNE_STEPS, eval_frequency=150, log_frequency=50,
+                               finetune_steps=FINETUNE_STEPS, eval_frequency=50, log_frequency=50,
                                run_dir=str(run_dir), **overrides)  # fmt: skip
 
 
@@ -116,6 +117,51 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(ref
     for name in ("accelerated.pt", "final.pt"):
         a, b = load_pt(os.path.join(path, name)), load_pt(os.path.join(reference["path"], name))
         assert a["global_step"] == b["global_step"]
+        for learner in LEARNERS:
+            assert_identical(a[learner], b[learner], f"{name}:{learner}")
+
+
+@pytest.mark.parametrize("step, stage", [(EPISODE, 1), (ACCEL_STEPS + EPISODE, 2)])
+def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(reference, tmp_path, monkeypatch, step,
+                                                                            stage):  # fmt: skip
+    """SIGTERM 10 transformer calls into the evaluation at `step` (an episode boundary, evaluated at
+    --eval-frequency 50): the evaluation stops at its next step (not at its end), resume.pt is written for `step`
+    marked eval_pending, and the resumed run evaluates `step` again first, then ends exactly as the run never
+    interrupted."""
+    calls, sent = [], []
+    real = m.transformer_act
+
+    def counted(*a):
+        calls.append(1)
+        if len(calls) == 10 and not sent:  # step `step`'s own action is at most one call: this one is the evaluation's
+            sent.append(len(calls))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a)
+
+    def arm(L):
+        if L["global_step"] == step - 1:
+            calls.clear()
+            monkeypatch.setattr(m, "transformer_act", counted)
+
+    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with python "):
+        m.main(run_args(tmp_path / "runs"), on_step=arm)
+    assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
+    monkeypatch.setattr(m, "transformer_act", real)
+    path = single_run_dir(tmp_path / "runs")
+    state = load_pt(os.path.join(path, m.RESUME_FILE))
+    assert (state["global_step"], state["stage"], state["episode_step"]) == (step, stage, 0)
+    assert state["eval_pending"] is True
+    proc = checked(run_cli(m, ["--resume", path], cwd=tmp_path))
+    redo = "a signal stopped its evaluation, which runs again first"
+    assert f"resumed {path} at step {step} (stage {stage}); {redo}" in proc.stdout
+    ours, ref = load_run_events(path), reference["events"]
+    for tag in ("eval/transformer_return", "eval/accelerator_return", "charts/episodic_return", "charts/stage",
+                "losses/qf1_loss", "losses/actor_loss", "losses/bc_loss"):  # fmt: skip
+        assert scalars(ours, tag) == scalars(ref, tag), tag
+    assert step in [s for s, _ in scalars(ours, "eval/transformer_return")]
+    assert_each_step_once(ours)
+    for name in ("accelerated.pt", "final.pt"):
+        a, b = load_pt(os.path.join(path, name)), load_pt(os.path.join(reference["path"], name))
         for learner in LEARNERS:
             assert_identical(a[learner], b[learner], f"{name}:{learner}")
 
