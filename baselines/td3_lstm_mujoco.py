@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -26,6 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+
+# The paper's MuJoCo tasks are v4: gymnasium's notice that v4 is out of date would open every run (README)
+warnings.filterwarnings("ignore", message=r".*The environment \w+-v4 is out of date")
 
 
 @dataclass
@@ -433,8 +437,9 @@ def lstm_act(actor, window: EpisodeWindow, device) -> np.ndarray:
     return actor(w, v)[0].cpu().numpy()
 
 
-def evaluate(env, act, episodes: int, seed: int, history_len: int, step: int) -> float:
-    """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action."""
+def evaluate(env, act, episodes: int, seed: int, history_len: int, step: int, tick=None) -> float:
+    """Mean undiscounted return of `episodes` deterministic episodes; act(window) -> action.
+    tick(episode, episodes), if given, runs every step (a signal stops the evaluation there)."""
     window = EpisodeWindow(history_len, env.observation_space.shape[0])
     returns = []
     for ep in range(episodes):
@@ -442,6 +447,8 @@ def evaluate(env, act, episodes: int, seed: int, history_len: int, step: int) ->
         window.reset(obs)
         done, ep_return = False, 0.0
         while not done:
+            if tick is not None:
+                tick(ep, episodes)
             action = act(window)
             check_action(action, "evaluated policy", step)
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -491,7 +498,17 @@ def main(args: Args, on_step=None) -> None:
                 "eval_return": eval_return, "rb": rb.state_dict(), **run.rng_state(env, env_rng, episode_step),
                 **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
 
-    with run.start(global_step, obs_dim, closing=(env, eval_env)):
+    def evaluate_now() -> None:  # deterministic episodes of the actor, no exploration noise
+        nonlocal eval_return
+        run.finite.flush()
+        seed, tick = args.seed + 10_000 + global_step, run.evaluation(global_step)
+        eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes, seed,
+                               args.history_len, global_step, tick)  # fmt: skip
+        run.report(global_step, episode_count, eval_return)
+
+    with run.start(global_step, obs_dim, resume_state, closing=(env, eval_env)):
+        if state is not None and state.get("eval_pending"):  # a signal stopped this step's evaluation: redo it
+            evaluate_now()
         while global_step < args.total_timesteps:
             if global_step < args.learning_starts:
                 action = env.action_space.sample()
@@ -521,13 +538,10 @@ def main(args: Args, on_step=None) -> None:
             run.finite(losses, global_step)
             run.log_step(global_step, losses)
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                run.finite.flush()
-                eval_return = evaluate(eval_env, lambda w: lstm_act(actor, w, device), args.eval_episodes,
-                                       args.seed + 10_000 + global_step, args.history_len, global_step)  # fmt: skip
-                run.report(global_step, episode_count, eval_return)
+                evaluate_now()
             if on_step is not None:
                 on_step(locals())
-            run.maybe_checkpoint(global_step, resume_state)
+            run.maybe_checkpoint(global_step)
         final = {"global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim, "eval_return": eval_return}
         run.finish("final.pt", {**final, **{k: v.state_dict() for k, v in learners.items()}})
 
@@ -745,10 +759,6 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {self.path} at step {state['global_step']}", flush=True)
-        if state["episode_step"]:
-            print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
-                  "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
         return obs, state["env_rng"]
 
     def rng_state(self, env, env_rng, episode_step: int) -> dict:
@@ -759,9 +769,10 @@ class Run:
                 "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def start(self, global_step: int, obs_dim: int, closing=()):
-        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT."""
-        args, self.closing = self.args, closing
+    def start(self, global_step: int, obs_dim: int, resume_state, closing=()):
+        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT.
+        resume_state() -> the loop's resumable state at the current step."""
+        args, self.closing, self.resume_state = self.args, closing, resume_state
         if args.track:
             try:
                 import wandb
@@ -778,8 +789,6 @@ class Run:
             self.writer.add_text(
                 "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
             )
-            print(f"run {self.path}: steps {global_step}..{args.total_timesteps}, obs dim {obs_dim}, device "
-                  f"{self.device}", flush=True)  # fmt: skip
         else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
             # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
             events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
@@ -789,6 +798,16 @@ class Run:
         self.start_step, self.start_time = global_step, time.time()
         if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
             self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        state = self.state  # the first line once the signals are ours: a signal after it is answered with resume.pt
+        if state is None:
+            print(f"run {self.path}: steps {global_step}..{args.total_timesteps}, obs dim {obs_dim}, device "
+                  f"{self.device}", flush=True)  # fmt: skip
+        else:
+            redo = "; a signal stopped its evaluation, which runs again first" * bool(state.get("eval_pending"))
+            print(f"resumed {self.path} at step {state['global_step']}{redo}", flush=True)
+        if state is not None and state["episode_step"]:
+            print(f"resumed mid-episode: the interrupted episode ({state['episode_step']} steps) is not counted and "
+                  "a fresh one starts (environment states are not saved)", flush=True)  # fmt: skip
         return self
 
     def on_signal(self, signum, frame) -> None:
@@ -819,19 +838,38 @@ class Run:
         print(f"step={global_step} SPS={self.sps(global_step)} episodes={episode_count} eval_return={eval_return:.1f}",
               flush=True)  # fmt: skip
 
+    def evaluation(self, global_step: int):
+        """The tick evaluate() calls every step: after SIGTERM/SIGINT the evaluation stops there, resume.pt marked
+        so that the resumed run redoes it."""
+
+        def tick(episode: int, episodes: int) -> None:
+            if self.stop:
+                self.interrupt(global_step, eval_pending=True)
+
+        return tick
+
     def save(self, name: str, payload: dict) -> None:
         save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
 
-    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+    def maybe_checkpoint(self, global_step: int) -> None:
         """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
         periodic = self.args.checkpoint_frequency and global_step % self.args.checkpoint_frequency == 0
         if global_step < self.args.total_timesteps and (self.stop or periodic):
-            self.finite.flush()
-            self.writer.flush()  # every event up to this step is on disk before the state that follows it
-            self.save(RESUME_FILE, {"script": os.path.basename(__file__), **resume_state()})
+            self.write_resume()
             if self.stop:
-                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                  f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+                self.interrupt(global_step)
+
+    def write_resume(self, eval_pending: bool = False) -> None:
+        self.finite.flush()
+        self.writer.flush()  # every event up to this step is on disk before the state that follows it
+        self.save(RESUME_FILE, {"script": os.path.basename(__file__), "eval_pending": eval_pending,
+                                **self.resume_state()})  # fmt: skip
+
+    def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
+        if eval_pending:
+            self.write_resume(eval_pending=True)
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                          f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""

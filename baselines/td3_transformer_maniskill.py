@@ -443,10 +443,12 @@ def act(global_step: int, obs, windows: EpisodeWindows, actor, envs: VecEnv, arg
 
 
 @torch.no_grad()
-def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, step: int) -> dict:
+def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, step: int, tick=None) -> dict:
     """`episodes` deterministic episodes on the eval envs (which run to the time limit), --num-eval-envs at a time;
     policy(windows) -> actions. Returns the mean success_once (success at any step), success_at_end (at the last
-    step) and undiscounted return."""
+    step) and undiscounted return.
+    tick(episodes done, episodes), if given, runs every step of the eval envs (the progress bar; a signal stops the
+    evaluation there)."""
     windows = EpisodeWindows(envs.num_envs, context_len, envs.obs_dim, envs.low.device)
     results = {"success_once": [], "success_at_end": [], "return": []}
     for r in range(math.ceil(episodes / envs.num_envs)):
@@ -455,6 +457,8 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
         running = torch.ones(envs.num_envs, dtype=torch.bool, device=obs.device)  # one episode per env per round
         ret, once = torch.zeros(envs.num_envs, device=obs.device), torch.zeros_like(running)
         while running.any():
+            if tick is not None:
+                tick(min(len(results["return"]), episodes), episodes)
             action = policy(windows)
             check_action(action, "evaluated policy", step)
             obs, _, reward, _, done, success = envs.step(action)
@@ -521,7 +525,16 @@ def main(args: Args, on_step=None) -> None:
                     **run.rng_state(envs, episode_step),
                     **{k: v.state_dict() for k, v in learners.items()}}  # fmt: skip
 
-        run.start(global_step, total_steps, obs_dim)
+        def evaluate_now() -> None:  # the actor's deterministic episodes on the eval envs
+            nonlocal last_eval
+            policy = lambda w: actor(w.obs, w.valid)  # deterministic: no exploration noise
+            seed, tick = args.seed + 10_000 + global_step, run.evaluation(global_step)
+            last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step, tick)
+            run.report(global_step, episode_count, last_eval)
+
+        run.start(global_step, total_steps, obs_dim, resume_state)
+        if state is not None and state.get("eval_pending"):  # a signal stopped this step's evaluation: redo it
+            evaluate_now()
         while global_step < total_steps:
             action = act(global_step, obs, windows, actor, envs, args)
             check_action(action, "actor", global_step)
@@ -554,13 +567,10 @@ def main(args: Args, on_step=None) -> None:
                 updates_owed -= int(updates_owed)
             run.log_step(global_step, losses)
             if crossed(global_step, N, args.eval_frequency) or global_step == total_steps:
-                policy = lambda w: actor(w.obs, w.valid)  # deterministic: no exploration noise
-                seed = args.seed + 10_000 + global_step
-                last_eval = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step)
-                run.report(global_step, episode_count, last_eval)
+                evaluate_now()
             if on_step is not None:
                 on_step(locals())
-            run.maybe_checkpoint(global_step, resume_state)
+            run.maybe_checkpoint(global_step)
         run.finish("final.pt", {"global_step": global_step, "obs_dim": obs_dim, "act_dim": act_dim,
                                 **{k: v.state_dict() for k, v in learners.items()}, "eval": last_eval})  # fmt: skip
 
@@ -797,14 +807,6 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {self.path} at step {state['global_step']}", flush=True)
-        if not state["episode_start"]:
-            print(f"resumed mid-episode: the {envs.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
-                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
-                  flush=True)  # fmt: skip
-        elif state["env_generators"] is None:
-            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
-                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
         return obs
 
     def rng_state(self, envs: VecEnv, episode_step: torch.Tensor) -> dict:
@@ -817,9 +819,10 @@ class Run:
                 "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def start(self, global_step: int, total_steps: int, obs_dim: int):
-        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT."""
-        args, self.total_steps = self.args, total_steps
+    def start(self, global_step: int, total_steps: int, obs_dim: int, resume_state):
+        """Open TensorBoard (and wandb), print the run's line, catch SIGTERM and SIGINT.
+        resume_state() -> the loop's resumable state at the current step."""
+        args, self.total_steps, self.resume_state = self.args, total_steps, resume_state
         if args.track:
             try:
                 import wandb
@@ -837,8 +840,6 @@ class Run:
             self.writer.add_text(
                 "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
             )
-            print(f"run {self.path}: steps 0..{total_steps} (env steps over {args.num_envs} envs), obs dim {obs_dim}, "
-                  f"device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
         else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
             # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
             events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
@@ -848,6 +849,20 @@ class Run:
         self.start_step, self.start_time = global_step, time.time()
         if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
             self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        state = self.state  # the first line once the signals are ours: a signal after it is answered with resume.pt
+        if state is None:
+            print(f"run {self.path}: steps 0..{total_steps} (env steps over {args.num_envs} envs), obs dim {obs_dim}, "
+                  f"device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
+        else:
+            redo = "; a signal stopped its evaluation, which runs again first" * bool(state.get("eval_pending"))
+            print(f"resumed {self.path} at step {state['global_step']}{redo}", flush=True)
+        if state is not None and not state["episode_start"]:
+            print(f"resumed mid-episode: the {args.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
+                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
+                  flush=True)  # fmt: skip
+        elif state is not None and state["env_generators"] is None:
+            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
+                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
         return self
 
     def on_signal(self, signum, frame) -> None:
@@ -877,19 +892,38 @@ class Run:
         evals = " ".join(f"eval_{k}={v:.2f}" for k, v in last_eval.items())
         print(f"step={global_step} SPS={self.sps(global_step)} episodes={episode_count} {evals}", flush=True)
 
+    def evaluation(self, global_step: int):
+        """The tick evaluate() calls every step of the eval envs: after SIGTERM/SIGINT the evaluation stops there,
+        resume.pt marked so that the resumed run redoes it."""
+
+        def tick(done: int, episodes: int) -> None:
+            if self.stop:
+                self.interrupt(global_step, eval_pending=True)
+
+        return tick
+
     def save(self, name: str, payload: dict) -> None:
         save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
 
-    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+    def maybe_checkpoint(self, global_step: int) -> None:
         """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
         every = self.args.checkpoint_frequency
         periodic = every and crossed(global_step, self.args.num_envs, every)
         if global_step < self.total_steps and (self.stop or periodic):
-            self.writer.flush()  # every event up to this step is on disk before the state that follows it
-            self.save(RESUME_FILE, {"script": os.path.basename(__file__), **resume_state()})
+            self.write_resume()
             if self.stop:
-                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                  f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+                self.interrupt(global_step)
+
+    def write_resume(self, eval_pending: bool = False) -> None:
+        self.writer.flush()  # every event up to this step is on disk before the state that follows it
+        self.save(RESUME_FILE, {"script": os.path.basename(__file__), "eval_pending": eval_pending,
+                                **self.resume_state()})  # fmt: skip
+
+    def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
+        if eval_pending:
+            self.write_resume(eval_pending=True)
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                          f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""
