@@ -94,6 +94,24 @@ def steps_of(ea, tag: str) -> list[int]:
     return [step for step, _ in scalars(ea, tag)]
 
 
+def assert_same_run(path: str, reference: str) -> None:
+    """A resumed run (2 * EPISODE steps, evaluated every EPISODE) logged and ended as the uninterrupted `reference`:
+    eval returns, episodes and losses, each step once; weights and optimizers to the bit."""
+    ours, ref = load_run_events(path), load_run_events(reference)
+    for tag in ("eval/return", "charts/episodic_return", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss"):
+        assert scalars(ours, tag) == scalars(ref, tag), tag
+    assert steps_of(ours, "eval/return") == [EPISODE, 2 * EPISODE]
+    assert_each_step_once(ours)
+    assert len(ours.Tensors("hyperparameters/text_summary")) == 1  # the resumed process adds no second one
+    a, b = load_pt(os.path.join(path, "final.pt")), load_pt(os.path.join(reference, "final.pt"))
+    assert (a["global_step"], a["eval_return"]) == (b["global_step"], b["eval_return"])
+    for key in LEARNERS:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    for key in OPTIMIZERS:
+        torch.testing.assert_close(a[key]["state"], b[key]["state"], rtol=0, atol=0, msg=key)
+        assert a[key]["param_groups"] == b[key]["param_groups"], key
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The design, copied: constants, flags, functions
 def test_resume_design_is_td3_accel_mujoco_s():
@@ -147,20 +165,60 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(nam
     assert f"resumed {path} at step {EPISODE}" in proc.stdout and "mid-episode" not in proc.stdout
     assert proc.stderr == ""
     assert sorted(f for f in os.listdir(path) if ".pt" in f) == ["final.pt"]
+    assert_same_run(path, reference)
 
-    ours, ref = load_run_events(path), load_run_events(reference)
-    for tag in ("eval/return", "charts/episodic_return", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss"):
-        assert scalars(ours, tag) == scalars(ref, tag), tag
-    assert steps_of(ours, "eval/return") == [EPISODE, 2 * EPISODE]
-    assert_each_step_once(ours)
-    assert len(ours.Tensors("hyperparameters/text_summary")) == 1  # the resumed process adds no second one
-    a, b = load_pt(os.path.join(path, "final.pt")), load_pt(os.path.join(reference, "final.pt"))
-    assert (a["global_step"], a["eval_return"]) == (b["global_step"], b["eval_return"])
-    for key in LEARNERS:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    for key in OPTIMIZERS:
-        torch.testing.assert_close(a[key]["state"], b[key]["state"], rtol=0, atol=0, msg=key)
-        assert a[key]["param_groups"] == b[key]["param_groups"], key
+
+# ---------------------------------------------------------------------------------------------------------------
+# SIGTERM during an evaluation: it stops at its next step, and the resumed run evaluates that step again first
+ACT = {"mlp": "mlp_act", "lstm": "lstm_act", "transformer": "transformer_act"}  # the policy call of each baseline
+EVAL_ARGV = ["--total-timesteps", 2 * EPISODE, "--eval-frequency", EPISODE]
+_uninterrupted = {}
+
+
+def uninterrupted(name: str, tmp_path_factory) -> str:
+    """The run directory of a whole run with EVAL_ARGV, once per baseline."""
+    if name not in _uninterrupted:
+        run_dir = tmp_path_factory.mktemp(f"uninterrupted_{name}")
+        load(name).main(parse(name, [*EVAL_ARGV, "--run-dir", run_dir]))
+        _uninterrupted[name] = single_run_dir(run_dir)
+    return _uninterrupted[name]
+
+
+@pytest.mark.parametrize("step", [EPISODE, 2 * EPISODE])  # an evaluation mid-run, and the last step's
+@pytest.mark.parametrize("name", NAMES)
+def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(name, step, tmp_path, tmp_path_factory,
+                                                                            monkeypatch):  # fmt: skip
+    """SIGTERM 10 policy calls into the evaluation at `step`: the evaluation stops at its next step (not at its end),
+    resume.pt is written for `step` marked eval_pending, and the resumed run evaluates `step` again first, then ends
+    exactly as the run never interrupted."""
+    m, reference = load(name), uninterrupted(name, tmp_path_factory)
+    calls, sent = [], []
+    real = getattr(m, ACT[name])
+
+    def counted(*a):
+        calls.append(1)
+        if len(calls) == 10 and not sent:  # step `step`'s own action is one call: this one is the evaluation's
+            sent.append(len(calls))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a)
+
+    def arm(loop):
+        if loop["global_step"] == step - 1:
+            calls.clear()
+            monkeypatch.setattr(m, ACT[name], counted)
+
+    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with python "):
+        m.main(parse(name, [*EVAL_ARGV, "--run-dir", tmp_path / "runs"]), on_step=arm)
+    assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
+    monkeypatch.setattr(m, ACT[name], real)
+    path = single_run_dir(tmp_path / "runs")
+    state = load_pt(os.path.join(path, m.RESUME_FILE))
+    assert (state["global_step"], state["episode_step"], state["eval_pending"]) == (step, 0, True)
+
+    proc = checked(run_cli(m, ["--resume", path], cwd=tmp_path))
+    assert f"resumed {path} at step {step}; a signal stopped its evaluation, which runs again first" in proc.stdout
+    assert proc.stderr == ""
+    assert_same_run(path, reference)
 
 
 # ---------------------------------------------------------------------------------------------------------------
