@@ -644,10 +644,12 @@ def store_in_T(trajectory: TrajectoryBuffer, windows: EpisodeWindows, action, ac
 
 @torch.no_grad()
 def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, step: int,
-             trajectory: TrajectoryBuffer | None = None) -> dict:  # fmt: skip
+             trajectory: TrajectoryBuffer | None = None, tick=None) -> dict:  # fmt: skip
     """`episodes` deterministic episodes on the eval envs (which run to the time limit), --num-eval-envs at a time;
     policy(windows) -> actions. Returns the mean success_once (success at any step), success_at_end (at the last
-    step) and undiscounted return. With `trajectory`, each (window, action) is stored in T (--bc-source eval)."""
+    step) and undiscounted return. With `trajectory`, each (window, action) is stored in T (--bc-source eval).
+    tick(episodes done, episodes), if given, runs every step of the eval envs (the progress bar; a signal stops the
+    evaluation there)."""
     windows = EpisodeWindows(envs.num_envs, context_len, envs.obs_dim, envs.low.device)
     results = {"success_once": [], "success_at_end": [], "return": []}
     for r in range(math.ceil(episodes / envs.num_envs)):
@@ -656,6 +658,8 @@ def evaluate(envs: VecEnv, policy, episodes: int, seed: int, context_len: int, s
         running = torch.ones(envs.num_envs, dtype=torch.bool, device=obs.device)  # one episode per env per round
         ret, once = torch.zeros(envs.num_envs, device=obs.device), torch.zeros_like(running)
         while running.any():
+            if tick is not None:
+                tick(min(len(results["return"]), episodes), episodes)
             action = policy(windows)
             check_action(action, "evaluated policy", step)
             if trajectory is not None:
@@ -752,7 +756,23 @@ def main(args: Args, on_step=None) -> None:
                     "obs_dim": obs_dim, "act_dim": act_dim, **{k: v.state_dict() for k, v in learners.items()},
                     "recent_transitions": rb.recent(args.buffer_size) if stage == 1 else None}  # fmt: skip
 
-        run.start(global_step, total_steps, stage1_end)
+        def evaluate_now() -> None:  # deterministic episodes of the accelerator (stage 1) and of the transformer
+            seed = args.seed + 10_000 + global_step
+            policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
+            if stage == 1:
+                policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
+            # T gets only the trained accelerator's rollouts (--bc-source eval); such an evaluation is not interrupted
+            fill = stage == 1 and args.bc_source == "eval" and global_step > args.learning_starts
+            tick = run.evaluation(global_step, stage, interruptible=not fill)
+            for who, policy in policies.items():
+                result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
+                                  trajectory if fill and who == "accelerator" else None, tick)  # fmt: skip
+                last_eval.update({f"{who}_{key}": value for key, value in result.items()})
+            run.report(global_step, stage, episode_count, last_eval)
+
+        run.start(global_step, total_steps, stage1_end, resume_state)
+        if state is not None and state.get("eval_pending"):  # a signal stopped this step's evaluation: redo it
+            evaluate_now()
         while global_step < total_steps:
             if stage == 1 and global_step == stage1_end:
                 # Algorithm 4 line 1: keep critics and targets, drop the accelerator's actor, new small replay buffer
@@ -827,20 +847,10 @@ def main(args: Args, on_step=None) -> None:
             stage_end = global_step in (stage1_end, total_steps)
             run.log_step(global_step, stage, stage_losses if stage_end else losses, stage_end)
             if crossed(global_step, N, args.eval_frequency) or stage_end:  # both stages end with a measured success
-                seed = args.seed + 10_000 + global_step
-                policies = {"transformer": lambda w: transformer(w.obs, w.valid)}
-                if stage == 1:
-                    policies = {"accelerator": lambda w: actor(w.obs[:, -1]), **policies}
-                for who, policy in policies.items():
-                    # only the trained accelerator's rollouts belong in T, not the random initial actor's
-                    fill = who == "accelerator" and args.bc_source == "eval" and global_step > args.learning_starts
-                    result = evaluate(eval_envs, policy, args.eval_episodes, seed, args.context_len, global_step,
-                                      trajectory if fill else None)  # fmt: skip
-                    last_eval.update({f"{who}_{key}": value for key, value in result.items()})
-                run.report(global_step, stage, episode_count, last_eval)
+                evaluate_now()
             if on_step is not None:
                 on_step(locals())
-            run.maybe_checkpoint(global_step, resume_state)
+            run.maybe_checkpoint(global_step)
         stage1_only = stage == 1 and not run.from_checkpoint  # --finetune-steps 0: stage 1 was the whole run
         run.finish("accelerated.pt" if stage1_only else "final.pt", networks(stage=1 if stage1_only else 2))
 
@@ -1092,6 +1102,22 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def eta_text(left: dict, measured: dict, min_steps: int = 100) -> str:
+    """The time the steps left take, each phase's at the speed measured for it (steps, seconds), once it has run
+    `min_steps`: "1h05m"; ">1h05m" while a phase with steps left has not been measured (e.g. stage 2 during stage 1:
+    at least that long); "measuring" while no phase with steps left has."""
+    known, unknown = 0.0, False
+    for phase, steps in left.items():
+        done, seconds = measured.get(phase, (0, 0.0))
+        if steps > 0 and done < min_steps:
+            unknown = True
+        elif steps > 0:
+            known += steps * seconds / done
+    if unknown:
+        return f">{duration(known)}" if known >= 1 else "measuring"
+    return duration(known)
+
+
 def versions() -> dict:
     out = {"torch": torch.__version__, "gymnasium": gym.__version__, "numpy": np.__version__,
            "python": sys.version.split()[0]}  # fmt: skip
@@ -1162,14 +1188,6 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"resumed {self.path} at step {state['global_step']} (stage {state['stage']})", flush=True)
-        if not state["episode_start"]:
-            print(f"resumed mid-episode: the {envs.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
-                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
-                  flush=True)  # fmt: skip
-        elif state["env_generators"] is None:
-            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
-                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
         return obs
 
     def rng_state(self, envs: VecEnv, episode_step: torch.Tensor) -> dict:
@@ -1182,9 +1200,11 @@ class Run:
                 "numpy_rng": np.random.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}  # fmt: skip
 
-    def start(self, global_step: int, total_steps: int, stage1_end: int):
-        """Open TensorBoard (and wandb), print the run's line, start the bar, catch SIGTERM and SIGINT."""
-        args, self.total_steps = self.args, total_steps
+    def start(self, global_step: int, total_steps: int, stage1_end: int, resume_state):
+        """Open TensorBoard (and wandb), print the run's line, start the bar, catch SIGTERM and SIGINT.
+        resume_state() -> the loop's resumable state at the current step."""
+        args, self.total_steps, self.stage1_end = self.args, total_steps, stage1_end
+        self.resume_state, self.measured, self.clock = resume_state, {}, (global_step, time.time())
         if args.track:
             try:
                 import wandb
@@ -1202,8 +1222,6 @@ class Run:
             self.writer.add_text(
                 "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in table.items())
             )
-            print(f"run {self.path}: steps {global_step}..{total_steps} (env steps over {args.num_envs} envs), stage 2 "
-                  f"from step {stage1_end}, device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
         else:  # TensorBoard drops what the interrupted run logged after its saved step, this run logs it anew
             # TensorBoard reads a run's event files in name order, and a name starts with the second it was created in
             events = glob.glob(os.path.join(self.path, "events.out.tfevents.*"))
@@ -1211,12 +1229,28 @@ class Run:
                 time.sleep(0.05)  # a resume in the same second as the last start: this file must sort after its files
             self.writer = SummaryWriter(self.path, purge_step=self.state["global_step"] + 1)
         self.new_stage(global_step)
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        state = self.state  # the first line once the signals are ours: a signal after it is answered with resume.pt
+        if state is None:
+            print(f"run {self.path}: steps {global_step}..{total_steps} (env steps over {args.num_envs} envs), stage 2 "
+                  f"from step {stage1_end}, device {self.device}, sim {self.sim}", flush=True)  # fmt: skip
+        else:
+            redo = "; a signal stopped its evaluation, which runs again first" * bool(state.get("eval_pending"))
+            print(f"resumed {self.path} at step {state['global_step']} (stage {state['stage']}){redo}", flush=True)
+        if state is not None and not state["episode_start"]:
+            print(f"resumed mid-episode: the {args.num_envs} interrupted episodes (up to {max(state['episode_step'])} "
+                  "steps in) are not counted and every env starts a fresh one (environment states are not saved)",
+                  flush=True)  # fmt: skip
+        elif state is not None and state["env_generators"] is None:
+            print("resumed at an episode start, but the GPU simulator's generators are not saved: every env starts "
+                  "another episode than the interrupted run's would have", flush=True)  # fmt: skip
         if sys.stdout.isatty():  # a live bar on a terminal; a log file gets one line per evaluation
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True)
-        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-            self.handlers = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+            # tqdm's own remaining time would extrapolate the random warm-up: the postfix carries eta() instead
+            form = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+            self.bar = tqdm(total=total_steps, initial=global_step, unit="step", dynamic_ncols=True, bar_format=form)
         return self
 
     def on_signal(self, signum, frame) -> None:
@@ -1233,6 +1267,29 @@ class Run:
     def sps(self, global_step: int) -> float:
         return (global_step - self.stage_start_step) / (time.time() - self.stage_start_time)
 
+    def bounds(self) -> dict:
+        """The parts of the run that go at their own speeds: random actions, stage 1's learning, the critics alone
+        (--critic-warmup), stage 2's full updates; each as its [first, last) step."""
+        start, warm = (self.stage1_end, self.stage1_end) if self.from_checkpoint else (0, self.args.learning_starts)
+        critics = min(self.stage1_end + self.args.critic_warmup, self.total_steps)
+        return {"random": (start, warm), "stage 1": (warm, self.stage1_end),
+                "critic warm-up": (self.stage1_end, critics), "stage 2": (critics, self.total_steps)}  # fmt: skip
+
+    def phase(self, step: int) -> str:
+        return next((k for k, (lo, hi) in self.bounds().items() if lo <= step < hi), "stage 2")
+
+    def tick_clock(self, global_step: int) -> None:
+        """Charge the wall time since the last call (steps, evaluations, checkpoints) to the phase of these steps."""
+        (last_step, last_time), now = self.clock, time.time()
+        steps, seconds = self.measured.get(self.phase(last_step), (0, 0.0))
+        self.measured[self.phase(last_step)] = (steps + global_step - last_step, seconds + now - last_time)
+        self.clock = (global_step, now)
+
+    def eta(self, global_step: int) -> str:
+        """eta_text of the steps each phase has left, at the speed this process measured for it."""
+        left = {k: max(0, hi - max(lo, global_step)) for k, (lo, hi) in self.bounds().items()}
+        return eta_text(left, self.measured)
+
     def log(self, global_step: int, scalars: dict) -> None:
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, global_step)
@@ -1240,8 +1297,11 @@ class Run:
     def log_step(self, global_step: int, stage: int, losses: dict, stage_end: bool) -> None:
         """After each step of all envs: the bar, and every --log-frequency steps and at a stage's end the losses and
         SPS."""
+        self.tick_clock(global_step)
         if self.bar is not None:
             self.bar.update(self.args.num_envs)
+            if crossed(global_step, self.args.num_envs, 100):
+                self.bar.set_postfix_str(f"stage {stage}, eta {self.eta(global_step)}", refresh=False)
         if crossed(global_step, self.args.num_envs, self.args.log_frequency) or stage_end:
             self.log(global_step, {name: value.item() for name, value in losses.items()})
             self.log(global_step, {"charts/SPS": int(self.sps(global_step)), "charts/stage": stage})
@@ -1249,30 +1309,54 @@ class Run:
     def report(self, global_step: int, stage: int, episode_count: int, last_eval: dict) -> None:
         """An evaluation's results: to TensorBoard, and as the progress line (the bar's postfix on a terminal)."""
         self.log(global_step, {f"eval/{k}": v for k, v in last_eval.items()})
-        sps = self.sps(global_step)
         evals = " ".join(f"{k}={v:.2f}" for k, v in last_eval.items())
-        eta = duration((self.total_steps - global_step) / sps)  # both stages' steps left at this stage's speed
-        line = f"step={global_step} stage={stage} SPS={int(sps)} eta={eta} episodes={episode_count} {evals}"
+        self.tick_clock(global_step)  # the evaluation's time belongs to this phase
+        eta, sps = self.eta(global_step), int(self.sps(global_step))
+        line = f"step={global_step} stage={stage} SPS={sps} eta={eta} episodes={episode_count} {evals}"
         if self.bar is None:
             print(line, flush=True)
         else:
             self.bar.write(line)
-            self.bar.set_postfix_str(f"stage {stage}")
+            self.bar.set_postfix_str(f"stage {stage}, eta {eta}")
+
+    def evaluation(self, global_step: int, stage: int, interruptible: bool = True):
+        """The tick evaluate() calls every step of the eval envs: the bar shows how far the evaluation is, its clock
+        going on; after SIGTERM/SIGINT an interruptible one stops there, resume.pt marked so that the resumed run
+        redoes it."""
+        start, shown = time.time(), [0.0]
+
+        def tick(done: int, episodes: int) -> None:
+            if self.stop and interruptible:
+                self.interrupt(global_step, eval_pending=True)
+            if self.bar is not None and time.time() - shown[0] > 0.5:
+                shown[0] = time.time()
+                self.bar.set_postfix_str(f"stage {stage}, evaluating: {done}/{episodes} episodes done, "
+                                         f"{duration(shown[0] - start)}")  # fmt: skip
+
+        return tick
 
     def save(self, name: str, payload: dict) -> None:
         save_checkpoint(os.path.join(self.path, name), {**payload, "args": asdict(self.args), "versions": versions()})
 
-    def maybe_checkpoint(self, global_step: int, resume_state) -> None:
+    def maybe_checkpoint(self, global_step: int) -> None:
         """resume.pt every --checkpoint-frequency steps and after a signal (then stop: Interrupted)."""
         every = self.args.checkpoint_frequency
         periodic = every and crossed(global_step, self.args.num_envs, every)
         if global_step < self.total_steps and (self.stop or periodic):
-            self.writer.flush()  # every event up to this step is on disk before the state that follows it
-            self.save(RESUME_FILE, {"script": os.path.basename(__file__), "from_checkpoint": self.from_checkpoint,
-                                    **resume_state()})  # fmt: skip
+            self.write_resume()
             if self.stop:
-                raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                                  f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
+                self.interrupt(global_step)
+
+    def write_resume(self, eval_pending: bool = False) -> None:
+        self.writer.flush()  # every event up to this step is on disk before the state that follows it
+        self.save(RESUME_FILE, {"script": os.path.basename(__file__), "from_checkpoint": self.from_checkpoint,
+                                "eval_pending": eval_pending, **self.resume_state()})  # fmt: skip
+
+    def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
+        if eval_pending:
+            self.write_resume(eval_pending=True)
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
+                          f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""
@@ -1296,6 +1380,10 @@ class Run:
 
 
 def cli() -> int:
+    if any(a.split("=")[0] in ("--total-timesteps", "--total_timesteps") for a in sys.argv[1:]):  # CleanRL's habit
+        print(f"{os.path.basename(sys.argv[0])}: error: --total-timesteps: this script runs two stages, give their "
+              "lengths: --accel-steps (stage 1) and --finetune-steps (stage 2)", file=sys.stderr)  # fmt: skip
+        return 2
     args = tyro.cli(Args)
     try:
         if args.resume:  # the run's own flags, with those given on this command line over them
