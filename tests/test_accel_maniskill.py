@@ -487,6 +487,11 @@ BAD_INPUT = [
     (["--num-envs", 0], "--num-envs must be positive"),
     (["--buffer-size", 16], "smaller than --finetune-batch-size"),
     (["--control-mode", "no_such_mode"], "--control-mode no_such_mode"),
+    (  # CleanRL's steps flag
+        ["--total-timesteps", 1000],
+        "--total-timesteps: this script runs two stages, give their lengths: --accel-steps (stage 1) and "
+        "--finetune-steps (stage 2)",
+    ),
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append((["--sim-backend", "gpu"], "needs a CUDA GPU"))
@@ -598,8 +603,8 @@ def test_shared_code_is_identical_across_the_maniskill_scripts():
         for key in SHARED:
             mine = main[key]
             if key == "evaluate":  # the main script's also fills T (--bc-source eval)
-                mine = mine.replace(",\n             trajectory: TrajectoryBuffer | None = None) -> dict:  # fmt: skip",
-                                    ") -> dict:")  # fmt: skip
+                mine = mine.replace(",\n             trajectory: TrajectoryBuffer | None = None, tick=None) -> dict:  "
+                                    "# fmt: skip", ", tick=None) -> dict:")  # fmt: skip
                 mine = mine.replace(" With `trajectory`, each (window, action) is stored in T (--bc-source eval).", "")
                 mine = mine.replace("            if trajectory is not None:\n                trajectory.add(windows.obs"
                                     "[running], windows.valid[running], action[running])\n", "")  # fmt: skip

@@ -3,8 +3,8 @@
 boundary (every env has just started an episode) a resumed run starts the same episodes again; it is exact on envs
 without a history (a fake vector env here), and on ManiSkill's CPU simulator the same episodes start to the bit and,
 measured, the short run after the resume logs the uninterrupted run's values (PhysX drifts apart later, which the
-tests do not pin); mid-episode, every env starts a fresh episode. Bad input to --resume is one line and exit 2 in all
-four scripts."""
+tests do not pin); mid-episode, every env starts a fresh episode. A signal during an evaluation stops it at its next
+step and the resumed run redoes it (issue 27). Bad input to --resume is one line and exit 2 in all four scripts."""
 
 import ast
 import dataclasses
@@ -146,6 +146,23 @@ FAKE_TINY = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, f
                  bc_buffer_size=50, critic_ascent=True, critic_warmup=6, checkpoint_frequency=0)  # fmt: skip
 
 
+def assert_same_run(whole: str, path: str) -> set:
+    """The run in `path` (resumed) logged each step once and the values of the run in `whole` (SPS aside), and ended
+    with its networks; the scalar tags compared."""
+    a, b = load_run_events(whole), load_run_events(path)
+    tags = set(a.Tags()["scalars"]) - {"charts/SPS"}
+    assert tags == set(b.Tags()["scalars"]) - {"charts/SPS"}
+    for tag in sorted(tags):
+        assert scalars(a, tag) == scalars(b, tag), tag
+    assert_each_step_logged_once(b)
+    final_a = torch.load(os.path.join(whole, "final.pt"), weights_only=False)
+    final_b = torch.load(os.path.join(path, "final.pt"), weights_only=False)
+    for net in ("transformer", "qf1", "qf2_target"):
+        for key, value in final_a[net].items():
+            assert torch.equal(value, final_b[net][key]), (net, key)
+    return tags
+
+
 def test_resume_at_episode_starts_is_exact_on_envs_without_history(tmp_path, monkeypatch):
     monkeypatch.setattr(m, "make_envs", lambda args, n, ignore, device: seeded_envs(n, device))
     whole = dataclasses.replace(m.Args(), **FAKE_TINY, run_dir=str(tmp_path / "whole"))
@@ -161,18 +178,55 @@ def test_resume_at_episode_starts_is_exact_on_envs_without_history(tmp_path, mon
     m.main(dataclasses.replace(split, resume=path))
     assert not os.path.exists(os.path.join(path, m.RESUME_FILE))
 
-    a, b = load_run_events(single_run_dir(tmp_path / "whole")), load_run_events(path)
-    tags = set(a.Tags()["scalars"]) - {"charts/SPS"}
-    assert tags == set(b.Tags()["scalars"]) - {"charts/SPS"}
+    tags = assert_same_run(single_run_dir(tmp_path / "whole"), path)
     assert {"eval/accelerator_return", "eval/transformer_return", "losses/bc_loss", "losses/actor_loss"} <= tags
-    for tag in sorted(tags):
-        assert scalars(a, tag) == scalars(b, tag), tag
-    assert_each_step_logged_once(b)
-    final_a = torch.load(os.path.join(single_run_dir(tmp_path / "whole"), "final.pt"), weights_only=False)
-    final_b = torch.load(os.path.join(path, "final.pt"), weights_only=False)
-    for net in ("transformer", "qf1", "qf2_target"):
-        for key, value in final_a[net].items():
-            assert torch.equal(value, final_b[net][key]), (net, key)
+
+
+@pytest.fixture(scope="module")
+def fake_whole(tmp_path_factory) -> str:
+    """The uninterrupted FAKE_TINY run on the seeded fake envs: its run directory."""
+    run_dir = tmp_path_factory.mktemp("whole")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(m, "make_envs", lambda args, n, ignore, device: seeded_envs(n, device))
+        m.main(dataclasses.replace(m.Args(), **FAKE_TINY, run_dir=str(run_dir)))
+    return single_run_dir(run_dir)
+
+
+@pytest.mark.parametrize("step,stage,at", [(45, 1, 7), (60, 1, 7), (75, 2, 3), (90, 2, 3)])
+def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(fake_whole, tmp_path, monkeypatch, step,
+                                                                            stage, at):  # fmt: skip
+    """SIGTERM `at` policy calls into the evaluation at `step` (each evaluation: 5 steps of the 2 eval envs; in stage
+    1 the accelerator's, then the transformer's; steps 60 and 90 end stage 1 and the run): the evaluation stops at its
+    next step (not at its end), resume.pt is written for `step` marked eval_pending, and the resumed run evaluates
+    `step` again first, then ends exactly as the run never interrupted."""
+    monkeypatch.setattr(m, "make_envs", lambda args, n, ignore, device: seeded_envs(n, device))
+    calls, sent = [], []
+    real = m.evaluate
+
+    def counted(envs, policy, episodes, seed, context_len, at_step, *rest):
+        def counting(windows):
+            calls.append(1)
+            if len(calls) == at and not sent:
+                sent.append(len(calls))
+                os.kill(os.getpid(), signal.SIGTERM)
+            return policy(windows)
+
+        return real(envs, counting if at_step == step else policy, episodes, seed, context_len, at_step, *rest)
+
+    monkeypatch.setattr(m, "evaluate", counted)
+    args = dataclasses.replace(m.Args(), **FAKE_TINY, run_dir=str(tmp_path))
+    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+        m.main(args)
+    assert len(calls) == sent[0], "the evaluation went on after the signal"
+    monkeypatch.setattr(m, "evaluate", real)
+    path = single_run_dir(tmp_path)
+    state = resume_state(path)
+    assert (state["global_step"], state["stage"], state["eval_pending"]) == (step, stage, True)
+    proc = checked(run_cli(m, ["--resume", path]))
+    redo = f"resumed {path} at step {step} (stage {stage}); a signal stopped its evaluation, which runs again first"
+    assert redo in proc.stdout, proc.stdout
+    assert re.search(rf"^step={step} stage={stage} SPS=\d+ eta=\S+ episodes=", proc.stdout, re.M), proc.stdout
+    assert_same_run(fake_whole, path)
 
 
 def test_resume_mid_episode_starts_fresh_episodes(tmp_path, monkeypatch):
@@ -313,6 +367,51 @@ def test_baseline_sigterm_then_resume(name, tmp_path):
     assert_each_step_logged_once(ea)
     assert [s for s, _ in scalars(ea, "losses/qf1_loss")] == [30, 40, 50, 60]  # learning from step 20 on
     assert [s for s, _ in scalars(ea, "eval/success_once")] == [60]
+
+
+# the baselines' evaluation, as td3_accel_maniskill.py's (test_sigterm_during_an_evaluation_...): on the fake envs
+BASELINE_FAKE = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, total_timesteps=90, learning_starts=15, batch_size=8,
+                     buffer_size=300, num_threads=1, eval_frequency=15, log_frequency=6, checkpoint_frequency=0,
+                     history_len=3, lstm_hidden_size=8)  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [45, 90])  # an evaluation mid-run (each env 3 episodes in), and the last step's
+def test_baseline_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(tmp_path, monkeypatch, step):
+    """td3_lstm_maniskill.py: SIGTERM 3 policy calls into the evaluation at `step` (5 steps of the 2 eval envs): the
+    evaluation stops at its next step, resume.pt is written for `step` marked eval_pending, and the resumed run
+    evaluates `step` again first, then ends exactly as the run never interrupted."""
+    b = BASELINES["lstm"]
+    monkeypatch.setattr(b, "make_envs", lambda args, n, ignore, device: seeded_envs(n, device))
+    b.main(dataclasses.replace(b.Args(), **BASELINE_FAKE, run_dir=str(tmp_path / "whole")))
+    policy_steps, real = [], b.check_action  # evaluate() checks each of the policy's actions
+
+    def check_action(action, who, at_step, *rest):
+        if who == "evaluated policy" and at_step == step:
+            policy_steps.append(at_step)
+            if len(policy_steps) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(action, who, at_step, *rest)
+
+    monkeypatch.setattr(b, "check_action", check_action)
+    args = dataclasses.replace(b.Args(), **BASELINE_FAKE, run_dir=str(tmp_path / "split"))
+    with pytest.raises(b.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+        b.main(args)
+    assert len(policy_steps) == 3, "the evaluation went on after the signal"
+    monkeypatch.setattr(b, "check_action", real)
+    path = single_run_dir(tmp_path / "split")
+    state = resume_state(path)
+    assert (state["global_step"], state["episode_start"], state["eval_pending"]) == (step, True, True)
+    proc = checked(run_cli(b, ["--resume", path]))
+    assert f"resumed {path} at step {step}; a signal stopped its evaluation, which runs again first" in proc.stdout
+    assert re.search(rf"^step={step} SPS=\d+ episodes=\d+ eval_success_once=", proc.stdout, re.M), proc.stdout
+    runs = (single_run_dir(tmp_path / "whole"), path)
+    events = [load_run_events(run) for run in runs]
+    logged = [{tag: scalars(ea, tag) for tag in ea.Tags()["scalars"] if tag != "charts/SPS"} for ea in events]
+    assert logged[0] == logged[1] and "eval/return" in logged[0]
+    assert_each_step_logged_once(events[1])
+    whole, resumed = (torch.load(os.path.join(run, "final.pt"), weights_only=False) for run in runs)
+    for net in ("actor", "qf1", "qf2_target"):
+        assert all(torch.equal(value, resumed[net][key]) for key, value in whole[net].items()), net
 
 
 # ---------------------------------------------------------------------------------------------------------------
