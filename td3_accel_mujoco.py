@@ -1147,9 +1147,9 @@ class Run:
 
     def tick_clock(self, global_step: int) -> None:
         """Charge the wall time since the last call (steps, evaluations, checkpoints) to the phase of these steps."""
-        (last_step, last_time), now = self.clock, time.time()
-        steps, seconds = self.measured.get(self.phase(last_step), (0, 0.0))
-        self.measured[self.phase(last_step)] = (steps + global_step - last_step, seconds + now - last_time)
+        (last_step, last_time), now, phase = self.clock, time.time(), self.phase(self.clock[0])
+        steps, seconds = self.measured.get(phase, (0, 0.0))
+        self.measured[phase] = (steps + global_step - last_step, seconds + now - last_time)
         self.clock = (global_step, now)
 
     def eta(self, global_step: int) -> str:

@@ -108,13 +108,7 @@ def filled(buffer, n: int, seed: int, episode_len: int = 0):
 
 def device_buffer(m):
     """The script's replay buffer on the CUDA path: one class drawing indices with torch's generator."""
-    if hasattr(m, "DeviceReplayBuffer"):
-        return m.DeviceReplayBuffer
     return lambda *a: m.ReplayBuffer(*a, torch_rng=True)
-
-
-def draws_on_device(rb) -> bool:
-    return getattr(rb, "torch_rng", False) or type(rb).__name__ == "DeviceReplayBuffer"
 
 
 def assert_same_state(a: dict, b: dict):
@@ -357,7 +351,7 @@ def test_deferred_check_stops_at_the_bad_step_and_writes_no_checkpoint_after_it(
                   **{"buffer_size": 1000, **TINY_ARGS[name]})  # fmt: skip
     seen = []
     with pytest.raises(m.DivergenceError, match=r"^losses/qf2_loss is nan at global step 130$"):
-        m.main(args, on_step=lambda loop: seen.append((loop["global_step"], draws_on_device(loop["rb"]))))
+        m.main(args, on_step=lambda loop: seen.append((loop["global_step"], loop["rb"].torch_rng)))
     assert seen[-1][0] == 140 and {kind for _, kind in seen} == {True}
     state = torch.load(os.path.join(single_run_dir(tmp_path), "resume.pt"), weights_only=False)
     assert state["global_step"] == 120

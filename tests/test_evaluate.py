@@ -58,7 +58,7 @@ def tiny_run(script: str, flags: dict, root) -> str:
     args = dataclasses.replace(mod.Args(), run_dir=str(root), **flags)
 
     def on_step(v):
-        run_path = v["run"].path if "run" in v else v["run_path"]
+        run_path = v["run"].path
         path = os.path.join(run_path, "resume.pt")
         if os.path.exists(path) and not os.path.exists(os.path.join(run_path, "resume_copy")):
             os.makedirs(os.path.join(run_path, "resume_copy"))

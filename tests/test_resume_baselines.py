@@ -141,7 +141,7 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(nam
 
     def watch(loop):  # the periodic resume.pt: written after step 150's on_step, there at step 151's
         if loop["global_step"] in (150, 151):
-            path = os.path.join(loop["run"].path if "run" in loop else loop["run_path"], m.RESUME_FILE)
+            path = os.path.join(loop["run"].path, m.RESUME_FILE)
             periodic[loop["global_step"]] = os.path.exists(path) and load_pt(path)["global_step"]
 
     m.main(parse(name, [*argv, "--run-dir", tmp_path / "reference"]), on_step=watch)
