@@ -38,40 +38,44 @@ import tyro
 warnings.filterwarnings("ignore", message=r".*The environment \w+-v4 is out of date")
 
 
+# tyro keeps a docstring's line breaks in --help, so a long help text is one string split in parentheses
+# fmt: off
 @dataclass
 class Args:
-    """Transformer acceleration on velocity-only Gymnasium MuJoCo: stage 1 (LSTM TD3 accelerator, transformer trained
-    from it), then stage 2 (transformer fine-tuned with TD3 and the LSTM critics). The paper's algorithms as printed,
-    where our defaults differ (the schedule of td3_accel_mujoco.py, see RESULTS.md): --bc-frequency 1000
-    --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0
-    --no-prefill --critic-warmup 0"""
+    """Transformer acceleration on velocity-only Gymnasium MuJoCo, in the paper's two stages:
+    - stage 1: an LSTM TD3 accelerator learns online, and the transformer is trained from it;
+    - stage 2: the transformer takes over and is fine-tuned with TD3 and the LSTM critics.
+
+    The paper's algorithms as printed, where our defaults differ (td3_accel_mujoco.py's, RESULTS.md):
+      --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior
+      --bc-state-noise 0 --bc-dagger 0 --no-prefill --critic-warmup 0"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
     seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
-    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
-    and on CUDA the cuBLAS workspace setting they need)"""
+    ("if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic, "
+     "and on CUDA the cuBLAS workspace setting they need)")
     cuda: bool = True  # if toggled, cuda will be used when available
     num_threads: int = field(default_factory=lambda: default_threads())
-    """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
-    stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
+    ("CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side "
+     'stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2')
     track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
     wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # record videos of training episodes (videos/, needs moviepy)
     run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
-    """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs) to RUN_DIR/resume.pt every this
-    many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    ("write the run's resumable state (networks, optimizers, replay buffer, T, RNGs) to RUN_DIR/resume.pt every this "
+     "many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT")
     resume: str | None = None
-    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
-    evaluation, logging, checkpoint frequency and threads may be given anew"""
+    ("continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps, "
+     "evaluation, logging, checkpoint frequency and threads may be given anew")
 
     # Environment and stage lengths
     env_id: str = "HalfCheetah-v4"  # the id of a Gymnasium MuJoCo environment with a Box action space
     pomdp: Literal["velocity", "none"] = "velocity"
-    """`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant);
-    `none`: the full observation"""
+    ("`velocity`: observe only the velocity entries (partially observable; HalfCheetah, Hopper, Walker2d, Ant); "
+     "`none`: the full observation")
     accel_steps: int = 500_000  # stage 1 length in environment steps (accelerator learns, transformer is accelerated)
     finetune_steps: int = 500_000  # stage 2 length in environment steps (transformer fine-tuned online)
     accelerated_checkpoint: str | None = None  # skip stage 1: fine-tune from this accelerated.pt
@@ -96,34 +100,34 @@ class Args:
     bc_buffer_size: int = 10_000  # capacity of T: it holds only the accelerator's most recent (window, action) samples
     bc_clear: bool = False  # empty T after each training round (Algorithm 1 as printed)
     bc_target: Literal["behavior", "actor"] = "actor"
-    """BC target: the accelerator's current noise-free LSTM actor on T's stored (possibly noisy) history, relabelled
-    at training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
-    label kept even when --bc-state-noise perturbs the stored window; in a --bc-dagger episode, where the transformer
-    acted, the accelerator's noise-free action on the true history"""
+    ("BC target: the accelerator's current noise-free LSTM actor on T's stored (possibly noisy) history, relabelled at "
+     "training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the "
+     "label kept even when --bc-state-noise perturbs the stored window; in a --bc-dagger episode, where the "
+     "transformer acted, the accelerator's noise-free action on the true history")
     bc_source: Literal["train", "eval"] = "train"
-    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
-    no --bc-dagger episodes, the accelerator drives every training episode)"""
+    ("fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`: "
+     "no --bc-dagger episodes, the accelerator drives every training episode)")
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero; the LSTM reads its tail), so the
-    transformer also learns a little off the visited states, where its own errors take it (RESULTS.md, Pendulum).
-    0: the states as visited"""
+    ("store the window of s + N(0, sigma) in T (section 3.1; padding stays zero; the LSTM reads its tail), so the "
+     "transformer also learns a little off the visited states, where its own errors take it (RESULTS.md, Pendulum). "
+     "0: the states as visited")
     bc_dagger: float = 0.25
-    """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
-    transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
-    errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's
-    swing-up). 0: the accelerator always acts"""
+    ("the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the "
+     "transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own "
+     "errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's "
+     "swing-up). 0: the accelerator always acts")
     critic_ascent: bool = False  # also train the transformer by ascent on the LSTM critic Q1 (Algorithm 3)
     prefill: bool = True
-    """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions (the critics
-    keep learning from broad data while the transformer's own arrive); --no-prefill starts it empty (Algorithm 4)"""
+    ("stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions (the critics "
+     "keep learning from broad data while the transformer's own arrive); --no-prefill starts it empty (Algorithm 4)")
     critic_warmup: int = 1000
-    """stage 2: steps in which only the critics learn before the transformer's actor updates start, so its first
-    updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)"""
+    ("stage 2: steps in which only the critics learn before the transformer's actor updates start, so its first "
+     "updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)")
 
     # LSTM accelerator (actor and twin critics)
     history_len: int = 3
-    """observations of the current episode each LSTM reads; 3 whatever --context-len is (each network reads its own
-    tail of the same stored episode window)"""
+    ("observations of the current episode each LSTM reads; 3 whatever --context-len is (each network reads its own "
+     "tail of the same stored episode window)")
     lstm_hidden_size: int = 128  # hidden (and cell) state size of every LSTM (as baselines/td3_lstm_mujoco.py)
 
     # Transformer actor (Table 1)
@@ -138,6 +142,7 @@ class Args:
     eval_frequency: int = 10_000  # evaluate (deterministic actions, separate env) every this many environment steps
     eval_episodes: int = 5  # episodes per evaluation
     log_frequency: int = 1000  # log losses and SPS every this many environment steps
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1368,8 +1373,8 @@ class Run:
     def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
         if eval_pending:
             self.write_resume(eval_pending=True)
-        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                          f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with:\n"
+                          f"  python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""

@@ -41,35 +41,40 @@ import torch.nn.functional as F
 import tyro
 
 
+# tyro keeps a docstring's line breaks in --help, so a long help text is one string split in parentheses
+# fmt: off
 @dataclass
 class Args:
-    """Transformer acceleration on ManiSkill3: stage 1 (MLP TD3 accelerator, transformer trained from it), then
-    stage 2 (transformer fine-tuned with TD3), with parallel envs. Steps count env steps summed over all envs.
-    The paper's algorithms as printed, where our defaults differ: --bc-frequency 1000 --bc-updates 40
-    --bc-buffer-size 1000 --bc-clear --bc-target behavior --bc-state-noise 0 --bc-dagger 0 --no-prefill
-    --critic-warmup 0"""
+    """Transformer acceleration on ManiSkill3 with parallel envs, in the paper's two stages:
+    - stage 1: an MLP TD3 accelerator learns online, and the transformer is trained from it;
+    - stage 2: the transformer takes over and is fine-tuned with TD3.
+    (Steps count env steps summed over all envs.)
+
+    The paper's algorithms as printed, where our defaults differ:
+      --bc-frequency 1000 --bc-updates 40 --bc-buffer-size 1000 --bc-clear --bc-target behavior
+      --bc-state-noise 0 --bc-dagger 0 --no-prefill --critic-warmup 0"""
 
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
     seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
-    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
-    and on CUDA the cuBLAS workspace setting they need)"""
+    ("if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic, "
+     "and on CUDA the cuBLAS workspace setting they need)")
     cuda: bool = True  # if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)
     num_threads: int = field(default_factory=lambda: default_threads())
-    """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
-    stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
+    ("CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side "
+     'stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2')
     track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
     wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
-    """write the run's resumable state (networks, optimizers, replay buffer, T, RNGs, env generators) to
-    RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    ("write the run's resumable state (networks, optimizers, replay buffer, T, RNGs, env generators) to "
+     "RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT")
     resume: str | None = None
-    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
-    evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an
-    episode (e.g. --ignore-terminations at a multiple of the time limit x --num-envs) the same episodes start again
-    (not an exact replay: PhysX's results depend on the steps it ran before); elsewhere every env starts a fresh one"""
+    ("continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps, "
+     "evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an "
+     "episode (e.g. --ignore-terminations at a multiple of the time limit x --num-envs) the same episodes start again "
+     "(not an exact replay: PhysX's results depend on the steps it ran before); elsewhere every env starts a fresh one")
 
     # Environment and stage lengths
     env_id: str = "PushCube-v1"  # the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)
@@ -78,11 +83,11 @@ class Args:
     control_mode: str = "pd_joint_delta_pos"  # the robot's controller (ManiSkill's RL default; sets the action space)
     obs_mode: str = "state"  # observation mode: only `state` (flat state vectors) is supported
     sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
-    """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
-    `auto` (gpu when CUDA is available and --cuda, else cpu)"""
+    ("simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or "
+     "`auto` (gpu when CUDA is available and --cuda, else cpu)")
     ignore_terminations: bool = False
-    """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
-    the time limit, so success_at_end is meaningful)"""
+    ("if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to "
+     "the time limit, so success_at_end is meaningful)")
     accel_steps: int = 500_000  # stage 1 length in env steps (summed over envs; rounded up to whole steps of all envs)
     finetune_steps: int = 500_000  # stage 2 length in env steps (summed over envs; rounded up likewise)
     accelerated_checkpoint: str | None = None  # skip stage 1: fine-tune from this accelerated.pt
@@ -109,29 +114,29 @@ class Args:
     bc_buffer_size: int = 10_000  # capacity of T: the accelerator's most recent (window, action) samples, all envs
     bc_clear: bool = False  # empty T after each training round (Algorithm 1 as printed)
     bc_target: Literal["behavior", "actor"] = "actor"
-    """BC target: the accelerator's current noise-free actor on T's stored (possibly noisy) state, relabelled at
-    training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the
-    label kept even when --bc-state-noise perturbs the stored state; in a --bc-dagger episode, where the transformer
-    acted, the accelerator's noise-free action on the true state"""
+    ("BC target: the accelerator's current noise-free actor on T's stored (possibly noisy) state, relabelled at "
+     "training time, or `behavior`: the action executed there (Algorithm 1 line 7: with its exploration noise), the "
+     "label kept even when --bc-state-noise perturbs the stored state; in a --bc-dagger episode, where the transformer "
+     "acted, the accelerator's noise-free action on the true state")
     bc_source: Literal["train", "eval"] = "train"
-    """fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`:
-    no --bc-dagger episodes, the accelerator drives every training episode)"""
+    ("fill T from the accelerator's training interaction or from its deterministic evaluation rollouts (`eval`: "
+     "no --bc-dagger episodes, the accelerator drives every training episode)")
     bc_state_noise: float = 0.1
-    """store the window of s + N(0, sigma) in T (section 3.1; padding stays zero): with --bc-target actor the label
-    is the accelerator's action on that noisy state, so the transformer also learns it a little off the visited
-    states. 0: the states as visited"""
+    ("store the window of s + N(0, sigma) in T (section 3.1; padding stays zero): with --bc-target actor the label "
+     "is the accelerator's action on that noisy state, so the transformer also learns it a little off the visited "
+     "states. 0: the states as visited")
     bc_dagger: float = 0.25
-    """the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the
-    transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own
-    errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's
-    swing-up). 0: the accelerator always acts. Drawn for each env at each of its episode starts"""
+    ("the fraction of stage-1 training episodes (after --learning-starts; with --bc-source train only) in which the "
+     "transformer acts, with exploration noise, instead of the accelerator (DAgger): T then holds the states its own "
+     "errors lead to, labelled by the accelerator, which learns from them too, off-policy (RESULTS.md, Pendulum's "
+     "swing-up). 0: the accelerator always acts. Drawn for each env at each of its episode starts")
     critic_ascent: bool = False  # also train the transformer by ascent on the critic Q1 (Algorithm 3)
     prefill: bool = True
-    """stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions; --no-prefill
-    starts it empty (Algorithm 4)"""
+    ("stage 2's replay buffer starts with the accelerator's most recent --buffer-size transitions; --no-prefill "
+     "starts it empty (Algorithm 4)")
     critic_warmup: int = 1000
-    """stage 2: env steps in which only the critics learn before the transformer's actor updates start, so its first
-    updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)"""
+    ("stage 2: env steps in which only the critics learn before the transformer's actor updates start, so its first "
+     "updates follow critics fitted to its own actions (RESULTS.md; 0: none, as in Algorithm 4)")
 
     # Transformer actor (Table 1)
     context_len: int = 3  # observations of the current episode the transformer reads
@@ -145,6 +150,7 @@ class Args:
     eval_frequency: int = 10_000  # evaluate (deterministic, the eval envs, full episodes) every this many env steps
     eval_episodes: int = 16  # episodes per evaluation (run --num-eval-envs at a time)
     log_frequency: int = 1000  # log losses and SPS every this many env steps
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1355,8 +1361,8 @@ class Run:
     def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
         if eval_pending:
             self.write_resume(eval_pending=True)
-        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                          f"python {os.path.basename(__file__)} --resume {self.path}")  # fmt: skip
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with:\n"
+                          f"  python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""

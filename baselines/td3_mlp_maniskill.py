@@ -32,29 +32,31 @@ import torch.nn.functional as F
 import tyro
 
 
+# tyro keeps a docstring's line breaks in --help, so a long help text is one string split in parentheses
+# fmt: off
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
     seed: int = 1  # seed of the experiment
     torch_deterministic: bool = True
-    """if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic,
-    and on CUDA the cuBLAS workspace setting they need)"""
+    ("if toggled, deterministic torch algorithms (`torch.use_deterministic_algorithms`, cuDNN deterministic, "
+     "and on CUDA the cuBLAS workspace setting they need)")
     cuda: bool = True  # if toggled, cuda will be used when available (networks and buffers; see also --sim-backend)
     num_threads: int = field(default_factory=lambda: default_threads())
-    """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
-    stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
+    ("CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side "
+     'stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2')
     track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
     wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
-    """write the run's resumable state (networks, optimizers, replay buffer, RNGs, env generators) to
-    RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    ("write the run's resumable state (networks, optimizers, replay buffer, RNGs, env generators) to "
+     "RUN_DIR/resume.pt every this many env steps, replacing the previous one; 0: only on SIGTERM/SIGINT")
     resume: str | None = None
-    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
-    evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an
-    episode the same episodes start again (not an exact replay: PhysX's results depend on the steps it ran before);
-    elsewhere every env starts a fresh one"""
+    ("continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps, "
+     "evaluation, logging, checkpoint frequency and threads may be given anew. Where every env had just started an "
+     "episode the same episodes start again (not an exact replay: PhysX's results depend on the steps it ran before); "
+     "elsewhere every env starts a fresh one")
 
     # Environment
     env_id: str = "PushCube-v1"  # the id of a ManiSkill3 task (PushCube-v1, PullCube-v1, PickCube-v1, ...)
@@ -63,11 +65,11 @@ class Args:
     control_mode: str = "pd_joint_delta_pos"  # the robot's controller (ManiSkill's RL default; sets the action space)
     obs_mode: str = "state"  # observation mode: only `state` (flat state vectors) is supported
     sim_backend: Literal["auto", "gpu", "cpu"] = "auto"
-    """simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or
-    `auto` (gpu when CUDA is available and --cuda, else cpu)"""
+    ("simulator: `gpu` (ManiSkill's GPU-parallel envs, needs CUDA; untested), `cpu` (one CPU env per process), or "
+     "`auto` (gpu when CUDA is available and --cuda, else cpu)")
     ignore_terminations: bool = False
-    """if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to
-    the time limit)"""
+    ("if toggled, training episodes run to the time limit instead of ending at success (evaluation always runs to "
+     "the time limit)")
     total_timesteps: int = 1_000_000  # total env steps (summed over envs; rounded up to whole steps of all envs)
 
     # TD3 (Table 1, ManiSkill)
@@ -88,6 +90,7 @@ class Args:
     eval_frequency: int = 10_000  # evaluate (deterministic actions, eval envs, full episodes) every this many env steps
     eval_episodes: int = 16  # episodes per evaluation (run --num-eval-envs at a time)
     log_frequency: int = 1000  # log losses and SPS every this many env steps
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -854,8 +857,8 @@ class Run:
     def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
         if eval_pending:
             self.write_resume(eval_pending=True)
-        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                          f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with:\n"
+                          f"  python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""

@@ -30,6 +30,8 @@ import tyro
 warnings.filterwarnings("ignore", message=r".*The environment \w+-v4 is out of date")
 
 
+# tyro keeps a docstring's line breaks in --help, so a long help text is one string split in parentheses
+# fmt: off
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]  # experiment name (part of the run directory's)
@@ -37,19 +39,19 @@ class Args:
     torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
     cuda: bool = True  # if toggled, cuda will be used when available
     num_threads: int = field(default_factory=lambda: default_threads())
-    """CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side
-    stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2"""
+    ("CPU threads for torch when no GPU is used; default: OMP_NUM_THREADS if set, else 1 (runs side by side "
+     'stay fast; BENCHMARKS.md, "Runs side by side"). A lone run on an idle 2-core machine may take 2')
     track: bool = False  # if toggled, this experiment will be tracked with Weights and Biases
     wandb_project_name: str = "transformer-acceleration"  # the wandb's project name
     wandb_entity: str | None = None  # the entity (team) of wandb's project
     capture_video: bool = False  # record videos of training episodes (videos/, needs moviepy)
     run_dir: str = "runs"  # where run directories (TensorBoard events, checkpoints) are created
     checkpoint_frequency: int = 50_000
-    """write the run's resumable state (networks, optimizers, replay buffer, RNGs) to RUN_DIR/resume.pt every this
-    many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT"""
+    ("write the run's resumable state (networks, optimizers, replay buffer, RNGs) to RUN_DIR/resume.pt every this "
+     "many environment steps, replacing the previous one; 0: only on SIGTERM/SIGINT")
     resume: str | None = None
-    """continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps,
-    evaluation, logging, checkpoint frequency and threads may be given anew"""
+    ("continue the unfinished run in this run directory from its resume.pt, with its flags; only the total steps, "
+     "evaluation, logging, checkpoint frequency and threads may be given anew")
 
     # Environment
     env_id: str = "HalfCheetah-v4"  # the id of a Gymnasium MuJoCo environment with a Box action space
@@ -73,8 +75,9 @@ class Args:
     eval_episodes: int = 5  # episodes per evaluation
     log_frequency: int = 1000  # log losses and SPS every this many environment steps
     compile: bool = False
-    """torch.compile the TD3 update's critic and actor losses (forward and backward), on CUDA as CUDA graphs (mode
-    reduce-overhead); the first updates take a while to compile. Same update to float32 rounding"""
+    ("torch.compile the TD3 update's critic and actor losses (forward and backward), on CUDA as CUDA graphs (mode "
+     "reduce-overhead); the first updates take a while to compile. Same update to float32 rounding")
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -729,8 +732,8 @@ class Run:
     def interrupt(self, global_step: int, eval_pending: bool = False) -> None:
         if eval_pending:
             self.write_resume(eval_pending=True)
-        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with "
-                          f"python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
+        raise Interrupted(f"{self.stop[0]} at step {global_step}: {RESUME_FILE} written; continue with:\n"
+                          f"  python {os.path.relpath(__file__)} --resume {self.path}")  # fmt: skip
 
     def finish(self, name: str, payload: dict) -> None:
         """The run is over: its last checkpoint, and no resume.pt left to resume."""

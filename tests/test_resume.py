@@ -72,7 +72,7 @@ def interrupted_run(run_dir, step: int) -> str:
         if v["global_step"] == step:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with:\n  python "):
         m.main(args, on_step=on_step)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     run = single_run_dir(run_dir)
@@ -149,7 +149,7 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(ref
             calls.clear()
             monkeypatch.setattr(m, "transformer_act", counted)
 
-    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with:\n  python "):
         m.main(args, on_step=arm)
     assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
     monkeypatch.setattr(m, "transformer_act", real)
@@ -354,9 +354,9 @@ def test_fault_drill_sigkill_then_sigterm(reference, tmp_path):
             drill.interrupt(moment, flags if i == 0 else ())
     rc, out, err = drill.interrupt("handled", sig=signal.SIGTERM)
     assert rc == m.EXIT_INTERRUPTED, f"exit code {rc}\n{err}"
-    how = [line for line in err.splitlines() if "--resume" in line]
-    assert len(how) == 1 and how[0].endswith(f"continue with python {SCRIPT} --resume {drill.run}"), err
-    stopped_at = int(re.search(r"SIGTERM at step (\d+)", how[0]).group(1))
+    how = re.findall(r"SIGTERM at step (\d+): resume\.pt written; continue with:\n(.*)", err)  # the command alone
+    assert len(how) == 1 and how[0][1] == f"  python {SCRIPT} --resume {drill.run}", err
+    stopped_at = int(how[0][0])
     assert drill.state()["global_step"] == stopped_at
     proc, state = drill.start()
     out, err = proc.communicate(timeout=300)

@@ -151,7 +151,8 @@ def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(nam
 
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     seen = {}
-    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {EPISODE}: resume\.pt written; continue with python "):
+    interrupted = rf"^SIGTERM at step {EPISODE}: resume\.pt written; continue with:\n  python "
+    with pytest.raises(m.Interrupted, match=interrupted):
         m.main(parse(name, [*argv, "--run-dir", tmp_path / "runs"]), on_step=signal_at(EPISODE, seen=seen))
     assert seen == {"episode_step": 0}, "the test's boundary is not one"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # restored
@@ -207,7 +208,7 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(nam
             calls.clear()
             monkeypatch.setattr(m, ACT[name], counted)
 
-    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with python "):
+    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with:\n  python "):
         m.main(parse(name, [*EVAL_ARGV, "--run-dir", tmp_path / "runs"]), on_step=arm)
     assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
     monkeypatch.setattr(m, ACT[name], real)
@@ -233,12 +234,15 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(name
     assert proc.returncode == m.EXIT_INTERRUPTED, f"exit code {proc.returncode}\n{out}\n{err}"
     path = single_run_dir(run_dir)
     lines = err.strip().splitlines()
-    assert len(lines) == 2 and re.fullmatch(r"SIGTERM: finishing the current step, then writing resume\.pt "
+    assert len(lines) == 3 and re.fullmatch(r"SIGTERM: finishing the current step, then writing resume\.pt "
                                             r"\(again to quit at once\)", lines[0]), err  # fmt: skip
-    assert [line for line in lines if "--resume" in line] == lines[1:], err
-    match = re.fullmatch(rf"td3_{name}_mujoco\.py: interrupted: SIGTERM at step (\d+): resume\.pt written; continue "
-                         rf"with python {re.escape(SCRIPTS[name])} --resume (.+)", lines[1])  # fmt: skip
-    assert match and match.group(2) == path, lines[1]
+    assert [line for line in lines if "--resume" in line] == lines[2:], err  # the command on a line of its own
+    match = re.fullmatch(
+        rf"td3_{name}_mujoco\.py: interrupted: SIGTERM at step (\d+): resume\.pt written; continue "
+        rf"with:\n  python {re.escape(SCRIPTS[name])} --resume (.+)",
+        "\n".join(lines[1:]),
+    )
+    assert match and match.group(2) == path, lines[1:]
     stopped = int(match.group(1))
     state = load_pt(os.path.join(path, m.RESUME_FILE))
     assert state["global_step"] == stopped and 50 <= stopped < total

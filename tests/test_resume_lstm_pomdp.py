@@ -91,7 +91,7 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize("stop, stage", [(EPISODE, 1), (ACCEL_STEPS + EPISODE, 2)])
 def test_sigterm_at_an_episode_boundary_then_resume_is_the_uninterrupted_run(reference, tmp_path, stop, stage):
     seen, handlers = {}, (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
-    with pytest.raises(m.Interrupted, match=rf"SIGTERM at step {stop}: resume\.pt written; continue with python "
+    with pytest.raises(m.Interrupted, match=rf"SIGTERM at step {stop}: resume\.pt written; continue with:\n  python "
                        rf"{SCRIPT} --resume "):  # fmt: skip
         m.main(run_args(tmp_path / "runs"), on_step=sigterm_at(stop, seen))
     assert seen == {"stage": stage, "episode_step": 0}, "the test's boundary is not one"
@@ -143,7 +143,7 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(ref
             calls.clear()
             monkeypatch.setattr(m, "transformer_act", counted)
 
-    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with python "):
+    with pytest.raises(m.Interrupted, match=rf"^SIGTERM at step {step}: resume\.pt written; continue with:\n  python "):
         m.main(run_args(tmp_path / "runs"), on_step=arm)
     assert len(calls) - sent[0] <= 1, "the evaluation went on after the signal"
     monkeypatch.setattr(m, "transformer_act", real)
@@ -191,12 +191,12 @@ def test_sigterm_mid_episode_to_a_subprocess_exits_3_and_resumes_to_the_end(tmp_
             proc.communicate()
     assert proc.returncode == m.EXIT_INTERRUPTED, f"exit code {proc.returncode}\n{out}\n{err}"
     path = single_run_dir(run_dir)
-    lines = err.strip().splitlines()  # the handler's, then the one naming --resume
-    assert len(lines) == 2 and re.fullmatch(r"SIGTERM: finishing the current step, then writing resume\.pt "
+    lines = err.strip().splitlines()  # the handler's, then the interrupted line and the --resume command below it
+    assert len(lines) == 3 and re.fullmatch(r"SIGTERM: finishing the current step, then writing resume\.pt "
                                             r"\(again to quit at once\)", lines[0]), err  # fmt: skip
-    match = re.fullmatch(rf"{SCRIPT}: interrupted: SIGTERM at step (\d+): resume\.pt written; continue with python "
-                         rf"{SCRIPT} --resume (.+)", lines[1])  # fmt: skip
-    assert match and match.group(2) == path, lines[1]
+    match = re.fullmatch(rf"{SCRIPT}: interrupted: SIGTERM at step (\d+): resume\.pt written; continue with:\n  python "
+                         rf"{SCRIPT} --resume (.+)", "\n".join(lines[1:]))  # fmt: skip
+    assert match and match.group(2) == path, lines[1:]
     stopped = int(match.group(1))
     state = load_pt(os.path.join(path, m.RESUME_FILE))
     assert state["global_step"] == stopped and 50 < stopped < total

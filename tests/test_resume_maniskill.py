@@ -81,10 +81,10 @@ def run_cli_hooked(module, args: list, on_step) -> subprocess.CompletedProcess:
 def interrupted_line(proc, script: str, signame: str, step: int | None = None) -> None:
     """The run exited 3 and said so in one last line: which signal, at which step, how to go on."""
     checked(proc, m.EXIT_INTERRUPTED)
-    last = proc.stderr.strip().splitlines()[-1]
+    last = "\n".join(proc.stderr.strip().splitlines()[-2:])  # the command on a line of its own, to copy
     at = r"\d+" if step is None else str(step)
-    assert re.fullmatch(rf"{script}: interrupted: {signame} at step {at}: resume\.pt written; continue with python "
-                        rf"\S*{script} --resume \S+", last), proc.stderr  # fmt: skip
+    assert re.fullmatch(rf"{script}: interrupted: {signame} at step {at}: resume\.pt written; continue with:\n"
+                        rf"  python \S*{script} --resume \S+", last), proc.stderr  # fmt: skip
 
 
 def assert_each_step_logged_once(ea) -> None:
@@ -215,7 +215,7 @@ def test_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redoes_it(fak
 
     monkeypatch.setattr(m, "evaluate", counted)
     args = dataclasses.replace(m.Args(), **FAKE_TINY, run_dir=str(tmp_path))
-    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+    with pytest.raises(m.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with:\n  python "):
         m.main(args)
     assert len(calls) == sent[0], "the evaluation went on after the signal"
     monkeypatch.setattr(m, "evaluate", real)
@@ -394,7 +394,7 @@ def test_baseline_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redo
 
     monkeypatch.setattr(b, "check_action", check_action)
     args = dataclasses.replace(b.Args(), **BASELINE_FAKE, run_dir=str(tmp_path / "split"))
-    with pytest.raises(b.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with python "):
+    with pytest.raises(b.Interrupted, match=f"^SIGTERM at step {step}: resume.pt written; continue with:\n  python "):
         b.main(args)
     assert len(policy_steps) == 3, "the evaluation went on after the signal"
     monkeypatch.setattr(b, "check_action", real)
