@@ -794,3 +794,26 @@ def test_eta_without_a_measured_speed_says_so():
     assert m.eta_text({"stage 1": 5000}, {"stage 1": (100, 1.0)}) == "50s"
     # a phase with nothing left needs no speed
     assert m.eta_text({"stage 1": 0, "stage 2": 400}, {"stage 2": (400, 10.0)}) == "10s"
+
+
+def test_the_bar_shows_an_evaluation_s_progress_and_its_clock(monkeypatch):
+    """While evaluate() runs, the bar says which episode it is in and for how long (issue 27: it looked frozen)."""
+
+    class Bar:
+        def __init__(self):
+            self.shown = []
+
+        def set_postfix_str(self, text):  # tqdm's call redraws the bar, its elapsed time with it
+            self.shown.append(text)
+
+    now = [1000.0]
+    monkeypatch.setattr(m.time, "time", lambda: now[0])
+    run = m.Run(m.Args(env_id="Hopper-v4"))
+    run.bar = Bar()
+    tick = run.evaluation(global_step=5000, stage=1)
+    tick(0, 10)
+    now[0] += 0.2
+    tick(0, 10)  # twice a second at most
+    now[0] += 64.8
+    tick(3, 10)
+    assert run.bar.shown == ["stage 1, evaluating: episode 1/10, 0s", "stage 1, evaluating: episode 4/10, 1m05s"]
