@@ -1264,8 +1264,9 @@ class Run:
         if self.stop:
             os._exit(128 + signum)  # resume.pt, replaced only by whole files, is still the last good state
         self.stop.append(signal.Signals(signum).name)
-        print(f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} (again to quit at once)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        # on a line of its own, not after the bar's
+        print("\n" * bool(self.bar) + f"{self.stop[0]}: finishing the current step, then writing {RESUME_FILE} "
+              "(again to quit at once)", file=sys.stderr, flush=True)  # fmt: skip
 
     def new_stage(self, global_step: int) -> None:
         self.stage_start_step, self.stage_start_time = global_step, time.time()
