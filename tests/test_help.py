@@ -55,3 +55,13 @@ def test_accel_description_lists_the_papers_flags_on_their_own_lines(script):
     lines = help_text(script, 100).splitlines()
     flags = [line.strip() for line in lines if line.startswith("  --bc-") or line.startswith("  --bc-state")]
     assert flags[0].startswith("--bc-frequency 1000 ") and flags[-1].endswith("--critic-warmup 0"), lines[:12]
+
+
+@pytest.mark.parametrize("tool", ["tools/evaluate.py", "tools/grid.py", "tools/plot_runs.py"])
+def test_tools_help_wraps_its_prose_to_the_terminal(tool):
+    lines = help_text(tool, 100).splitlines()
+    # only example commands, kept as written so they can be copied, may be wider
+    too_wide = [line for line in lines if len(line) > 100 and not line.startswith("    ")]
+    assert not too_wide, f"{tool}: {too_wide[0]!r}"
+    wide = help_text(tool, 200).splitlines()
+    assert max(map(len, wide)) > 120, f"{tool}: the description does not follow the terminal's width"

@@ -33,6 +33,7 @@ import dataclasses
 import importlib.util
 import os
 import sys
+import textwrap
 import warnings
 import zipfile
 
@@ -245,12 +246,32 @@ def describe(values: np.ndarray) -> str:
             f"min {values.min():.2f}, max {values.max():.2f}")  # fmt: skip
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help at the terminal's width: the description's prose rewrapped, its indented lines (commands) as written."""
+
+    def _fill_text(self, text, width, indent):
+        items = []  # [prose?, text]: "- " starts a bullet (its next lines indented by 2), other indented lines kept
+        for line in text.strip("\n").split("\n"):
+            last = items[-1] if items and items[-1][0] else [False, ""]
+            if last[1].startswith("- ") and line.startswith("  ") and line[2:3].strip():
+                last[1] += " " + line.strip()
+            elif not line.strip() or line[0].isspace():
+                items.append([False, line])
+            elif last[0] and not line.startswith("- ") and not last[1].startswith("- "):
+                last[1] += " " + line
+            else:
+                items.append([True, line])
+        hang = {True: indent + "  ", False: indent}  # a bullet's lines hang under its text; flags are not split
+        return "\n".join(textwrap.fill(s, width, initial_indent=indent, subsequent_indent=hang[s[:2] == "- "],
+                                       break_on_hyphens=False) if prose else s for prose, s in items)  # fmt: skip
+
+
 def parse_args(argv):
     class Parser(argparse.ArgumentParser):
         def error(self, message):  # one line, exit 2, as for every other bad input
             raise UsageError(message)
 
-    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoint", help="final.pt, accelerated.pt or resume.pt of a run")
     p.add_argument("--episodes", type=int, default=50, help="deterministic episodes (default 50)")
     p.add_argument("--seed", type=int, help="episode k uses seed SEED + k (default: the run's own evaluation's)")

@@ -53,6 +53,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -439,6 +440,26 @@ def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help at the terminal's width: the description's prose rewrapped, its indented lines (commands) as written."""
+
+    def _fill_text(self, text, width, indent):
+        items = []  # [prose?, text]: "- " starts a bullet (its next lines indented by 2), other indented lines kept
+        for line in text.strip("\n").split("\n"):
+            last = items[-1] if items and items[-1][0] else [False, ""]
+            if last[1].startswith("- ") and line.startswith("  ") and line[2:3].strip():
+                last[1] += " " + line.strip()
+            elif not line.strip() or line[0].isspace():
+                items.append([False, line])
+            elif last[0] and not line.startswith("- ") and not last[1].startswith("- "):
+                last[1] += " " + line
+            else:
+                items.append([True, line])
+        hang = {True: indent + "  ", False: indent}  # a bullet's lines hang under its text; flags are not split
+        return "\n".join(textwrap.fill(s, width, initial_indent=indent, subsequent_indent=hang[s[:2] == "- "],
+                                       break_on_hyphens=False) if prose else s for prose, s in items)  # fmt: skip
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other bad input
         raise UsageError(message)
@@ -449,8 +470,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if "--" in argv:
         at = argv.index("--")
         argv, passthrough = argv[:at], argv[at + 1 :]
-    usage = "%(prog)s --root ROOT --envs ENV.. --seeds SEED.. --method NAME:SCRIPT[:FLAGS].. [options] [-- FLAGS]"
-    p = Parser(prog=PROG, usage=usage, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    usage = ("%(prog)s --root ROOT --envs ENV.. --seeds SEED.. --method NAME:SCRIPT[:FLAGS]..\n"
+             "            [options] [-- FLAGS]")  # fmt: skip
+    p = Parser(prog=PROG, usage=usage, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--root", required=True, help="where the run directories and logs/ go (each run's --run-dir)")
     p.add_argument("--envs", nargs="+", required=True, help="env ids")
     p.add_argument("--seeds", nargs="+", type=int, required=True, help="seeds")

@@ -4,7 +4,7 @@
     python tools/plot_runs.py runs/grid --table --reference accel
     python tools/plot_runs.py runs/rq3 runs/rq4 --method-from root,exp_name --envs 'Hopper*' --table --out rq.png
     python tools/plot_runs.py runs/rq4 --method-from exp_name,buffer_size --tags eval/transformer_return eval/return
-    python tools/plot_runs.py runs/study --methods accel 'accel_buf*' 'transformer_buf*' --reference accel \
+    python tools/plot_runs.py runs/study --methods accel 'accel_buf*' 'transformer_buf*' --reference accel \\
         --panel accel_buf10k,transformer_buf10k --panel accel,transformer_buf15k --out rq4.png
 
 Runs are the directories named {env_id}__{exp_name}__{seed}__{unix_time} anywhere under the roots (as the
@@ -600,13 +600,33 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
     return paths, len(groups)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help at the terminal's width: the description's prose rewrapped, its indented lines (commands) as written."""
+
+    def _fill_text(self, text, width, indent):
+        items = []  # [prose?, text]: "- " starts a bullet (its next lines indented by 2), other indented lines kept
+        for line in text.strip("\n").split("\n"):
+            last = items[-1] if items and items[-1][0] else [False, ""]
+            if last[1].startswith("- ") and line.startswith("  ") and line[2:3].strip():
+                last[1] += " " + line.strip()
+            elif not line.strip() or line[0].isspace():
+                items.append([False, line])
+            elif last[0] and not line.startswith("- ") and not last[1].startswith("- "):
+                last[1] += " " + line
+            else:
+                items.append([True, line])
+        hang = {True: indent + "  ", False: indent}  # a bullet's lines hang under its text; flags are not split
+        return "\n".join(textwrap.fill(s, width, initial_indent=indent, subsequent_indent=hang[s[:2] == "- "],
+                                       break_on_hyphens=False) if prose else s for prose, s in items)  # fmt: skip
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other bad input
         raise UsageError(message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("roots", nargs="*", default=["runs"], help="folders to search for run directories (default: runs)")
     p.add_argument("--out", help="write the figure as this PNG and a PDF beside it (default: curves.png, or none with "
                    "--table)")  # fmt: skip
