@@ -53,9 +53,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
+
+if __package__:  # imported as tools.grid
+    from .helptext import HelpFormatter
+else:  # run as python tools/grid.py: its folder is on sys.path
+    from helptext import HelpFormatter
 
 PROG = "grid"
 EVAL_CSV = "eval_final.csv"  # tools/evaluate.py's episodes of final.pt, read by tools/plot_runs.py --final-eval
@@ -438,26 +442,6 @@ def evaluate_runs(runs: list[Run], a: argparse.Namespace) -> int:
     print(f"grid: {done} evaluated, {len(failed)} failed" + "".join(f"\nfailed evaluation: run {r.index}, "
           f"{r.label}, log {eval_log_path(r, a.root)}" for r in failed))  # fmt: skip
     return 1 if failed else 0
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """--help at the terminal's width: the description's prose rewrapped, its indented lines (commands) as written."""
-
-    def _fill_text(self, text, width, indent):
-        items = []  # [prose?, text]: "- " starts a bullet (its next lines indented by 2), other indented lines kept
-        for line in text.strip("\n").split("\n"):
-            last = items[-1] if items and items[-1][0] else [False, ""]
-            if last[1].startswith("- ") and line.startswith("  ") and line[2:3].strip():
-                last[1] += " " + line.strip()
-            elif not line.strip() or line[0].isspace():
-                items.append([False, line])
-            elif last[0] and not line.startswith("- ") and not last[1].startswith("- "):
-                last[1] += " " + line
-            else:
-                items.append([True, line])
-        hang = {True: indent + "  ", False: indent}  # a bullet's lines hang under its text; flags are not split
-        return "\n".join(textwrap.fill(s, width, initial_indent=indent, subsequent_indent=hang[s[:2] == "- "],
-                                       break_on_hyphens=False) if prose else s for prose, s in items)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):
