@@ -1,6 +1,7 @@
 """analysis/export_curves.py keeps a finished run's curves in the repository; tools/plot_runs.py reads the exported
 folder as it reads the run: the same tables from the CSV as from the TensorBoard events, and the run itself gone."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +33,9 @@ def test_exported_runs_give_the_same_tables_and_unfinished_runs_are_left_out(tmp
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in runs.iterdir() if "__3__" not in p.name)
     assert "unfinished, left out" in r.stdout
+    meta = json.loads(next(out.iterdir()).joinpath("run.json").read_text())
+    active = meta["active_seconds"]  # both stages ran, none of it stopped
+    assert set(active) == {"stage1", "stage2"} and 0 < sum(active.values()) <= meta["wall_seconds"] + 0.2, meta
     table = ["tools/plot_runs.py", "--table", "--complete-only", "--reference", "accel", "--per-seed"]
     before = tool(*table[:1], runs, *table[1:])
     shutil.rmtree(runs)  # runs/ is gone: the repository's copy is all there is
@@ -46,3 +50,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     r = tool("analysis/export_curves.py", tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_active_seconds_leave_out_stops_and_split_by_stage():
+    sys.path.insert(0, REPO_ROOT)
+    from analysis.export_curves import active_seconds
+
+    # events every 10 s; a 700-s stop (SIGSTOP, or the night between two sessions) before step 30; stage 2 from 40
+    events = [(0.0, 0), (10.0, 10), (20.0, 20), (720.0, 30), (730.0, 40), (740.0, 50), (750.0, 50)]
+    stage_at = {0: 1, 20: 1, 40: 2, 50: 2}
+    assert active_seconds(events, stage_at) == {"stage1": 20.0, "stage2": 30.0}
+    assert active_seconds(events, stage_at, max_gap=1000) == {"stage1": 720.0, "stage2": 30.0}
+    assert active_seconds(events, {}) == {"stage1": 50.0}  # a baseline logs no stage: all of it is stage 1
