@@ -6,7 +6,8 @@
 #   2. each finished run's curves and eval_final.csv into the repository (analysis/export_curves.py), so every number
 #      below can be made again from results/ant/curves alone (ROOT= unset and no runs: steps 1-2 are skipped);
 #   3. the tables and figures: RQ4 (against the transformer from scratch with 15k), RQ2 (against MLP TD3 and the
-#      transformer from scratch with Table 1's 100k), RQ1 (the tracking gap over stage 1, per seed).
+#      transformer from scratch with Table 1's 100k), the cost (hours and steps/s per run), RQ1 (the tracking gap
+#      over stage 1, per seed).
 #   ROOT=DIR  the study's runs (default ../study-ant/runs/ant)   EPISODES=N  final.pt episodes (default 50)
 #   CURVES=DIR  the kept curves (default results/ant/curves)      FIGS=DIR  where the figures go (default results)
 # A question none of whose runs has finished says so in one line and the script goes on.
@@ -34,5 +35,7 @@ echo "## RQ4: the accelerated transformer and the references against the transfo
 plot --reference scratch_15k --out "${FIGS:-results}/ant_rq4.png"
 echo; echo "## RQ2: the accelerated transformer against MLP TD3 and the transformer from scratch with 100k"
 plot --reference accel --methods accel mlp scratch_100k --out "${FIGS:-results}/ant_rq2.png"
+echo; echo "## Cost: each finished run's running time and steps/s per stage (analysis/run_costs.py)"
+python analysis/run_costs.py "$CURVES"
 echo; echo "## RQ1: the transformer against its accelerator over stage 1 (analysis/transfer_metrics.py)"
 python analysis/transfer_metrics.py "$CURVES" 2>/dev/null | grep -v "^skipped"

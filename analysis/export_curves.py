@@ -8,8 +8,9 @@ own name) holding curves.csv (columns step, tag, value: every eval/* scalar, cha
 value where a resumed run logged a step twice, exact to float32), run.json (its logged flags, the wall-clock span of
 its events in seconds, its last logged SPS per stage, and per stage the seconds it was running: the gaps between its
 events, less those over MAX_GAP, where it was stopped or between sessions) and, where tools/grid.py --evaluate wrote
-one, a copy of its eval_final.csv. tools/plot_runs.py reads such a folder as it reads the run itself. Unfinished runs are listed and left
-out. Rerunning it rewrites the folders of the runs it finds; those of runs no longer under ROOT are kept.
+one, a copy of its eval_final.csv. tools/plot_runs.py reads such a folder as it reads the run itself. Unfinished
+runs are listed and left out. Rerunning it rewrites the folders of the runs it finds; those of runs no longer under
+ROOT are kept. analysis/run_costs.py sums the running time into a study's cost.
 """
 
 import bisect

@@ -62,3 +62,25 @@ def test_active_seconds_leave_out_stops_and_split_by_stage():
     assert active_seconds(events, stage_at) == {"stage1": 20.0, "stage2": 30.0}
     assert active_seconds(events, stage_at, max_gap=1000) == {"stage1": 720.0, "stage2": 30.0}
     assert active_seconds(events, {}) == {"stage1": 50.0}  # a baseline logs no stage: all of it is stage 1
+
+
+def test_run_costs_from_exported_run_json(tmp_path):
+    """analysis/run_costs.py: hours and steps/s per stage from run.json's active_seconds, per run and per method."""
+    runs = {
+        "Ant-v4__accel__1__1": {"args": {"exp_name": "accel", "seed": "1", "accel_steps": "3600",
+                                         "finetune_steps": "1800"}, "active_seconds": {"stage1": 36.0, "stage2": 36.0}},
+        "Ant-v4__mlp__2__2": {"args": {"exp_name": "mlp", "seed": "2", "total_timesteps": "7200"},
+                              "active_seconds": {"stage1": 3600.0}},
+        "Ant-v4__mlp__3__3": {"args": {"exp_name": "mlp", "seed": "3", "total_timesteps": "7200"}},  # no active_seconds
+    }  # fmt: skip
+    for name, meta in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(meta))
+    r = tool("analysis/run_costs.py", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "| accel | 1 | 0.02 | 0.01, 100 | 0.01, 50 |" in r.stdout
+    assert "| mlp | 2 | 1.00 | 1.00, 2 | - |" in r.stdout
+    assert "accel: 1 runs, 0.02 h; mlp: 1 runs, 1.00 h; all: 1.02 core-hours" in r.stdout
+    assert "Ant-v4__mlp__3__3: exported without active_seconds" in r.stdout
+    r = tool("analysis/run_costs.py", tmp_path / "missing")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
