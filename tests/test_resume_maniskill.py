@@ -146,9 +146,9 @@ FAKE_TINY = dict(num_envs=3, num_eval_envs=2, eval_episodes=2, accel_steps=60, f
                  bc_buffer_size=50, critic_ascent=True, critic_warmup=6, checkpoint_frequency=0)  # fmt: skip
 
 
-def assert_same_run(whole: str, path: str) -> set:
+def assert_same_run(whole: str, path: str, nets=("transformer", "qf1", "qf2_target")) -> set:
     """The run in `path` (resumed) logged each step once and the values of the run in `whole` (SPS aside), and ended
-    with its networks; the scalar tags compared."""
+    with its networks `nets`; the scalar tags compared."""
     a, b = load_run_events(whole), load_run_events(path)
     tags = set(a.Tags()["scalars"]) - {"charts/SPS"}
     assert tags == set(b.Tags()["scalars"]) - {"charts/SPS"}
@@ -157,7 +157,7 @@ def assert_same_run(whole: str, path: str) -> set:
     assert_each_step_logged_once(b)
     final_a = torch.load(os.path.join(whole, "final.pt"), weights_only=False)
     final_b = torch.load(os.path.join(path, "final.pt"), weights_only=False)
-    for net in ("transformer", "qf1", "qf2_target"):
+    for net in nets:
         for key, value in final_a[net].items():
             assert torch.equal(value, final_b[net][key]), (net, key)
     return tags
@@ -404,14 +404,8 @@ def test_baseline_sigterm_during_an_evaluation_stops_it_and_the_resumed_run_redo
     proc = checked(run_cli(b, ["--resume", path]))
     assert f"resumed {path} at step {step}; a signal stopped its evaluation, which runs again first" in proc.stdout
     assert re.search(rf"^step={step} SPS=\d+ episodes=\d+ eval_success_once=", proc.stdout, re.M), proc.stdout
-    runs = (single_run_dir(tmp_path / "whole"), path)
-    events = [load_run_events(run) for run in runs]
-    logged = [{tag: scalars(ea, tag) for tag in ea.Tags()["scalars"] if tag != "charts/SPS"} for ea in events]
-    assert logged[0] == logged[1] and "eval/return" in logged[0]
-    assert_each_step_logged_once(events[1])
-    whole, resumed = (torch.load(os.path.join(run, "final.pt"), weights_only=False) for run in runs)
-    for net in ("actor", "qf1", "qf2_target"):
-        assert all(torch.equal(value, resumed[net][key]) for key, value in whole[net].items()), net
+    tags = assert_same_run(single_run_dir(tmp_path / "whole"), path, nets=("actor", "qf1", "qf2_target"))
+    assert "eval/return" in tags
 
 
 # ---------------------------------------------------------------------------------------------------------------
