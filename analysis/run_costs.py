@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
     for r in rows:
         per_method[r["method"]].append(r["hours"])
     total = sum(sum(h) for h in per_method.values())
-    print("\n" + "; ".join(f"{m}: {len(h)} runs, {sum(h):.2f} h" for m, h in sorted(per_method.items()))
-          + f"; all: {total:.2f} core-hours (one thread per run)")  # fmt: skip
+    each = [f"{m}: {len(h)} run{'s' * (len(h) != 1)}, {sum(h):.2f} h" for m, h in sorted(per_method.items())]
+    print("\n" + "; ".join(each) + f"; all: {total:.2f} core-hours (one thread per run)")
     for name in old:
         print(f"{name}: exported without active_seconds (rerun analysis/export_curves.py), not counted")
     return 0

@@ -80,7 +80,7 @@ def test_run_costs_from_exported_run_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| accel | 1 | 0.02 | 0.01, 100 | 0.01, 50 |" in r.stdout
     assert "| mlp | 2 | 1.00 | 1.00, 2 | - |" in r.stdout
-    assert "accel: 1 runs, 0.02 h; mlp: 1 runs, 1.00 h; all: 1.02 core-hours" in r.stdout
+    assert "accel: 1 run, 0.02 h; mlp: 1 run, 1.00 h; all: 1.02 core-hours" in r.stdout
     assert "Ant-v4__mlp__3__3: exported without active_seconds" in r.stdout
     r = tool("analysis/run_costs.py", tmp_path / "missing")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 training script (the real scripts' flags, run directories, final.pt/resume.pt and exit codes, in a few lines) plus
 one short real run of td3_accel_mujoco.py."""
 
+import argparse
 import csv
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import numpy as np
 import pytest
@@ -483,6 +485,17 @@ def test_labels_panels_and_handover(tmp_path):
     assert plot_runs.handover_steps([tuned], {}) == set()  # that run not loaded: no mark rather than a wrong one
     assert plot_runs.handover_steps([stage1, maniskill, only1], loaded) == {50000, 1002}
     assert run("E-v0__v__1__9", pomdp="velocity").task == "E-v0 (velocity-only observations)"
+    # one panel per comparison, its title naming the task and both methods in words
+    curve = lambda env, method: types.SimpleNamespace(env=env, method=method)  # noqa: E731
+    curves = [curve("E-v0", m) for m in ("accel", "mlp", "transformer_buf15k")] + [curve("F-v0", "mlp")]
+    a = argparse.Namespace(panel=[], reference="transformer_buf15k", label={"mlp": "the MLP"})
+    got = [(title, [c.method for c in group]) for title, group in plot_runs.panels(curves, a)]
+    against = "against transformer from scratch, 15k buffer"
+    assert got == [
+        ("E-v0: accelerated transformer\n" + against, ["accel", "transformer_buf15k"]),
+        ("E-v0: the MLP\n" + against, ["mlp", "transformer_buf15k"]),
+        ("F-v0", ["mlp"]),  # no reference run in this task: one panel of what there is
+    ]
 
 
 def test_a_long_legend_grows_the_figure_instead_of_being_clipped(runs_root, capsys, tmp_path):

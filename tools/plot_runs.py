@@ -45,7 +45,7 @@ one per --panel (a comma-separated list of method patterns, repeatable). Per met
 each seed (thin) and the 95% bootstrap interval of the mean at each step (shaded; the caption says so); a dotted
 line marks the handover from stage 1 to stage 2 (the runs' accel_steps, or the step of the stage-1 checkpoint they
 fine-tuned from). Legends in words (--label NAME=WORDS overrides or adds to the built-in names), titles that name
-the task. --out PATH writes PATH's stem as a 300-dpi PNG and a vector PDF, sized for a two-column paper (3.5 in
+the task (and, with --reference, the two methods compared). --out PATH writes PATH's stem as a 300-dpi PNG and a vector PDF, sized for a two-column paper (3.5 in
 wide per panel, 8-pt text).
 
 --complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
@@ -506,19 +506,22 @@ def handover_steps(runs: list[Run], loaded: dict) -> set:
 
 
 def panels(curves: list[Curve], a: argparse.Namespace) -> list[tuple[str, list[Curve]]]:
-    """(task, curves) per panel: one per task; with --panel, one per group of method patterns and task; with
-    --reference alone, one per other method and task (the reference beside it)."""
+    """(title, curves) per panel: one per task; with --panel, one per group of method patterns and task; with
+    --reference alone, one per other method and task (the reference beside it), titled with the two methods."""
+    labels = {**LABELS, **a.label}
     out = []
     for task in sorted({c.env for c in curves}):
         mine = [c for c in curves if c.env == task]
         if a.panel:
             groups = [[c for c in mine if any(fnmatch.fnmatchcase(c.method, p) for p in g)] for g in a.panel]
+            out += [(task, g) for g in groups if g]
         elif a.reference and any(c.method == a.reference for c in mine):
             others = sorted({c.method for c in mine} - {a.reference})
-            groups = [[c for c in mine if c.method in (a.reference, m)] for m in others] or [mine]
+            against = f"against {label(a.reference, labels)}"
+            out += [(f"{task}: {label(m, labels)}\n{against}", [c for c in mine if c.method in (a.reference, m)])
+                    for m in others] or [(task, mine)]  # fmt: skip
         else:
-            groups = [mine]
-        out += [(task, g) for g in groups if g]
+            out.append((task, mine))
     return out
 
 
@@ -554,7 +557,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
         ax.set_visible(False)
     steps_fmt = FuncFormatter(lambda x, _: f"{x / 1e6:g}M" if abs(x) >= 1e6 else f"{x / 1e3:g}k" if x else "0")
     legend = {}  # label -> handle, once for the figure
-    for i, (ax, (task, group)) in enumerate(zip(axes.flat, groups, strict=False)):
+    for i, (ax, (title, group)) in enumerate(zip(axes.flat, groups, strict=False)):
         ylabels = set()
         for c in group:
             color, dashed = colors[c.method], "accelerator_" in c.tag
@@ -583,7 +586,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
                     fontsize=6.5,
                     color="0.3",
                 )
-        ax.set_title(f"({chr(97 + i)}) {task}" if len(groups) > 1 else task)
+        ax.set_title(f"({chr(97 + i)}) {title}" if len(groups) > 1 else title)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(" / ".join(sorted(ylabels)))
         ax.xaxis.set_major_formatter(steps_fmt)
