@@ -45,8 +45,8 @@ one per --panel (a comma-separated list of method patterns, repeatable). Per met
 each seed (thin) and the 95% bootstrap interval of the mean at each step (shaded; the caption says so); a dotted
 line marks the handover from stage 1 to stage 2 (the runs' accel_steps, or the step of the stage-1 checkpoint they
 fine-tuned from). Legends in words (--label NAME=WORDS overrides or adds to the built-in names), titles that name
-the task (and, with --reference, the two methods compared). --out PATH writes PATH's stem as a 300-dpi PNG and a vector PDF, sized for a two-column paper (3.5 in
-wide per panel, 8-pt text).
+the task (and, with --reference, the two methods compared). --out PATH writes PATH's stem as a 300-dpi PNG and a
+vector PDF, sized for a two-column paper (3.5 in wide per panel, 8-pt text).
 
 --complete-only keeps the finished runs (final.pt, or for a stage-1-only run with finetune_steps 0, accelerated.pt and
 no resume.pt: tools/grid.py's rule) and notes the others: for a figure of a study whose grid is still running.
