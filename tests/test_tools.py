@@ -488,8 +488,9 @@ def test_labels_panels_and_handover(tmp_path):
     # one panel per comparison, its title naming the task and both methods in words
     curve = lambda env, method: types.SimpleNamespace(env=env, method=method)  # noqa: E731
     curves = [curve("E-v0", m) for m in ("accel", "mlp", "transformer_buf15k")] + [curve("F-v0", "mlp")]
-    a = argparse.Namespace(panel=[], reference="transformer_buf15k", label={"mlp": "the MLP"})
-    got = [(title, [c.method for c in group]) for title, group in plot_runs.panels(curves, a)]
+    a = argparse.Namespace(panel=[], reference="transformer_buf15k")
+    panels = plot_runs.panels(curves, a, {**plot_runs.LABELS, "mlp": "the MLP"})
+    got = [(title, [c.method for c in group]) for title, group in panels]
     against = "against transformer from scratch, 15k buffer"
     assert got == [
         ("E-v0: accelerated transformer\n" + against, ["accel", "transformer_buf15k"]),

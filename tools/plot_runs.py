@@ -505,10 +505,9 @@ def handover_steps(runs: list[Run], loaded: dict) -> set:
     return steps
 
 
-def panels(curves: list[Curve], a: argparse.Namespace) -> list[tuple[str, list[Curve]]]:
+def panels(curves: list[Curve], a: argparse.Namespace, labels: dict) -> list[tuple[str, list[Curve]]]:
     """(title, curves) per panel: one per task; with --panel, one per group of method patterns and task; with
     --reference alone, one per other method and task (the reference beside it), titled with the two methods."""
-    labels = {**LABELS, **a.label}
     out = []
     for task in sorted({c.env for c in curves}):
         mine = [c for c in curves if c.env == task]
@@ -543,7 +542,7 @@ def plot(curves: list[Curve], a: argparse.Namespace, loaded: dict) -> tuple[list
     labels = {**LABELS, **a.label}
     plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "legend.fontsize": 7, "axes.labelsize": 8,
                          "xtick.labelsize": 7, "ytick.labelsize": 7, "pdf.fonttype": 42})  # fmt: skip
-    groups = panels(curves, a)
+    groups = panels(curves, a, labels)
     if not groups:
         raise UsageError(f"--panel: no method matches {' or '.join(','.join(g) for g in a.panel)}")
     colors = {m: f"C{i % 10}" for i, m in enumerate(sorted({c.method for c in curves}))}
