@@ -1,23 +1,30 @@
 #!/bin/bash
 # The study's figures and tables (RESULTS.md, "The study"): one tools/plot_runs.py call per question, finished runs
-# only (--complete-only, so it can run while the grid goes on), "final" = each seed's mean over its last 3
+# only (so it can run while the grid goes on), "final" = each seed's mean over its last 3
 # evaluations (--last 3), also listed per seed (--per-seed). A question none of whose runs has finished says so and
 # the script goes on. Each table is followed by rliable's intervals (IQM and mean, and the probability of improvement
 # over accel); each figure is a PNG (300 dpi) and a PDF, one panel per comparison with accel.
+# First each finished run's curves go into the repository (analysis/export_curves.py ROOT CURVES), and every table and
+# figure is made from CURVES, so they can be made again when runs/ is gone (ROOT missing: the export is skipped).
 #   ROOT=DIR  the study's runs (default runs/study)     OUT=DIR  where the figures go (default results)
+#   CURVES=DIR  the kept curves (default results/study/curves)
 #   REPS=N    bootstrap resamples (default 2000)        FINAL_EVAL=1  "final" from each run's eval_final.csv
 #             (tools/grid.py --evaluate N) instead of the last 3 in-run evaluations
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${ROOT:-runs/study}
 OUT=${OUT:-results}
-plot() { python tools/plot_runs.py "$ROOT" --complete-only --table --last 3 --per-seed --reps "${REPS:-2000}" \
-  ${FINAL_EVAL:+--final-eval} "$@" 2>&1 | grep -v "left out (--complete-only)"; }
+CURVES=${CURVES:-results/study/curves}
+if [[ -d $ROOT ]]; then
+  python analysis/export_curves.py "$ROOT" "$CURVES" | grep -v "unfinished, left out"
+fi
+plot() { python tools/plot_runs.py "$CURVES" --table --last 3 --per-seed --reps "${REPS:-2000}" \
+  ${FINAL_EVAL:+--final-eval} "$@" 2>&1; }
 
 echo "## RQ1: the transformer against its accelerator over stage 1 (50k steps)"
 plot --max-step 50000 --methods accel accel_lstm_velocity --out "$OUT/study_rq1.png"
 echo; echo "## RQ1: tracking gap and handover drop per run (analysis/transfer_metrics.py)"
-python analysis/transfer_metrics.py "$ROOT" --complete-only 2>/dev/null | grep -v "^skipped"
+python analysis/transfer_metrics.py "$CURVES" 2>/dev/null | grep -v "^skipped"
 echo; echo "## RQ2: the accelerated transformer (stage 1 then 2) against the MLP, LSTM and transformer baselines"
 plot --methods accel mlp lstm transformer --reference accel --out "$OUT/study_rq2.png"
 echo; echo "## RQ3: with and without critic ascent"

@@ -300,8 +300,9 @@ def test_complete_only_keeps_finished_runs(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
-    """analysis/study_report.sh on synthetic Hopper-v4 runs: each question's table holds its finished methods, the
-    stage-1 questions stop at step 50000, and an unfinished run (no final.pt) is left out."""
+    """analysis/study_report.sh on synthetic Hopper-v4 runs: the finished runs' curves are exported, each question's
+    table holds its finished methods, the stage-1 questions stop at step 50000, and an unfinished run (no final.pt) is
+    left out."""
     steps = range(10000, 100001, 10000)
     for method, seeds, finished in (("accel", (1, 2), True), ("mlp", (1,), True), ("accel_ascent", (1,), False)):
         for seed in seeds:
@@ -312,10 +313,13 @@ def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
             write_events(str(path), curves, {"exp_name": method, "finetune_steps": 50000})
             if finished:
                 (path / "final.pt").write_bytes(b"")
-    env = {**subprocess_env(), "ROOT": str(tmp_path / "study"), "OUT": str(tmp_path / "figures"), "REPS": "200"}
+    env = {**subprocess_env(), "ROOT": str(tmp_path / "study"), "OUT": str(tmp_path / "figures"), "REPS": "200",
+           "CURVES": str(tmp_path / "curves")}  # fmt: skip
     result = subprocess.run(["bash", "analysis/study_report.sh"], cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    exported = sorted(p.name.split("__")[1:3] for p in (tmp_path / "curves").iterdir())
+    assert exported == [["accel", "1"], ["accel", "2"], ["mlp", "1"]]  # accel_ascent is unfinished
     sections = {}
     for block in result.stdout.split("## ")[1:]:
         title, _, body = block.partition("\n")
@@ -327,7 +331,7 @@ def test_study_report_tables_and_figures_from_finished_runs_only(tmp_path):
     rq1 = sections["RQ1"][0]
     assert rq1[("Hopper-v4", "accel", "transformer_return")][:3] == (2, 50000, pytest.approx(400 + 1.5))
     transfer = [line.split(" | ")[1:3] for line in sections["RQ1"][1].splitlines()[2:] if line.count("|") == 12]
-    assert transfer == [["study/accel", "1"], ["study/accel", "2"]]  # the per-run gap table: finished accel runs
+    assert transfer == [["curves/accel", "1"], ["curves/accel", "2"]]  # the per-run gap table: finished accel runs
     assert set(sections["RQ2"][0]) == {
         ("Hopper-v4", "accel", "transformer_return"),
         ("Hopper-v4", "accel", "accelerator_return"),
