@@ -1,4 +1,5 @@
-"""What a study's finished runs cost: per run and per method, the hours each stage was running and its steps/s, from
+"""What a study's finished runs cost: per run and per method, the hours each stage was running and its steps/s (per
+method: the median over its runs, with the range), from
 the run.json files analysis/export_curves.py keeps (its active_seconds: the time the run was running, stops and the
 time between sessions left out), so the cost line can be made again without runs/.
 
@@ -8,7 +9,9 @@ Stage 1 is the accelerated scripts' --accel-steps (a baseline's whole --total-ti
 --finetune-steps. A run exported before active_seconds existed is listed as such and not counted."""
 
 import json
+import math
 import os
+import statistics
 import sys
 from collections import defaultdict
 
@@ -58,6 +61,16 @@ def main(argv: list[str]) -> int:
     total = sum(sum(h) for h in per_method.values())
     each = [f"{m}: {len(h)} run{'s' * (len(h) != 1)}, {sum(h):.2f} h" for m, h in sorted(per_method.items())]
     print("\n" + "; ".join(each) + f"; all: {total:.2f} core-hours (one thread per run)")
+    print("\nsteps/s per method: median over its runs (min-max)\n")
+    print("| method | runs | stage 1 steps/s | stage 2 steps/s |")
+    print("|---|---|---|---|")
+    for m in sorted(per_method):
+        cells = []
+        for stage in ("stage1", "stage2"):
+            sps = [r[f"{stage} steps/s"] for r in rows if r["method"] == m and f"{stage} steps/s" in r]
+            sps = [v for v in sps if not math.isnan(v)]
+            cells.append(f"{statistics.median(sps):.0f} ({min(sps):.0f}-{max(sps):.0f})" if sps else "-")
+        print(f"| {m} | {len(per_method[m])} | {cells[0]} | {cells[1]} |")
     for name in old:
         print(f"{name}: exported without active_seconds (rerun analysis/export_curves.py), not counted")
     return 0

@@ -71,6 +71,10 @@ def test_run_costs_from_exported_run_json(tmp_path):
                                          "finetune_steps": "1800"}, "active_seconds": {"stage1": 36.0, "stage2": 36.0}},
         "Ant-v4__mlp__2__2": {"args": {"exp_name": "mlp", "seed": "2", "total_timesteps": "7200"},
                               "active_seconds": {"stage1": 3600.0}},
+        "Ant-v4__mlp__4__4": {"args": {"exp_name": "mlp", "seed": "4", "total_timesteps": "7200"},
+                              "active_seconds": {"stage1": 900.0}},
+        "Ant-v4__mlp__5__5": {"args": {"exp_name": "mlp", "seed": "5", "total_timesteps": "7200"},
+                              "active_seconds": {"stage1": 1800.0}},
         "Ant-v4__mlp__3__3": {"args": {"exp_name": "mlp", "seed": "3", "total_timesteps": "7200"}},  # no active_seconds
     }  # fmt: skip
     for name, meta in runs.items():
@@ -80,7 +84,9 @@ def test_run_costs_from_exported_run_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| accel | 1 | 0.02 | 0.01, 100 | 0.01, 50 |" in r.stdout
     assert "| mlp | 2 | 1.00 | 1.00, 2 | - |" in r.stdout
-    assert "accel: 1 run, 0.02 h; mlp: 1 run, 1.00 h; all: 1.02 core-hours" in r.stdout
+    assert "accel: 1 run, 0.02 h; mlp: 3 runs, 1.75 h; all: 1.77 core-hours" in r.stdout
+    assert "| accel | 1 | 100 (100-100) | 50 (50-50) |" in r.stdout  # steps/s per method: median (min-max)
+    assert "| mlp | 3 | 4 (2-8) | - |" in r.stdout
     assert "Ant-v4__mlp__3__3: exported without active_seconds" in r.stdout
     r = tool("analysis/run_costs.py", tmp_path / "missing")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
