@@ -1,7 +1,7 @@
 """What a study's finished runs cost: per run and per method, the hours each stage was running and its steps/s (per
-method: the median over its runs, with the range), from
-the run.json files analysis/export_curves.py keeps (its active_seconds: the time the run was running, stops and the
-time between sessions left out), so the cost line can be made again without runs/.
+method: the median over its runs, with the range), from the run.json files analysis/export_curves.py keeps (its
+active_seconds: the time the run was running, stops and the time between sessions left out), so the cost line can be
+made again without runs/.
 
     python analysis/run_costs.py results/ant/curves
 
