@@ -6,8 +6,8 @@
 #   2. each finished run's curves and eval_final.csv into the repository (analysis/export_curves.py), so every number
 #      below can be made again from results/ant/curves alone (ROOT= unset and no runs: steps 1-2 are skipped);
 #   3. the tables and figures: RQ4 (against the transformer from scratch with 15k), RQ2 (against MLP TD3 and the
-#      transformer from scratch with Table 1's 100k), the cost (hours and steps/s per run, steps/s per arm), RQ1 (the tracking gap
-#      over stage 1, per seed).
+#      transformer from scratch with Table 1's 100k), the cost (hours and steps/s per run, steps/s per arm), RQ1
+#      (the tracking gap over stage 1, per seed).
 #   ROOT=DIR  the study's runs (default ../study-ant/runs/ant)   EPISODES=N  final.pt episodes (default 50)
 #   CURVES=DIR  the kept curves (default results/ant/curves)      FIGS=DIR  where the figures go (default results)
 # A question none of whose runs has finished says so in one line and the script goes on.
