@@ -57,20 +57,19 @@ def main(argv: list[str]) -> int:
         print(f"| {r['method']} | {r['seed']} | {r['hours']:.2f} | {s1} | {s2} |")
     per_method = defaultdict(list)
     for r in rows:
-        per_method[r["method"]].append(r["hours"])
-    total = sum(sum(h) for h in per_method.values())
-    each = [f"{m}: {len(h)} run{'s' * (len(h) != 1)}, {sum(h):.2f} h" for m, h in sorted(per_method.items())]
-    print("\n" + "; ".join(each) + f"; all: {total:.2f} core-hours (one thread per run)")
+        per_method[r["method"]].append(r)
+    hours = {m: sum(r["hours"] for r in runs) for m, runs in sorted(per_method.items())}
+    each = [f"{m}: {len(per_method[m])} run{'s' * (len(per_method[m]) != 1)}, {h:.2f} h" for m, h in hours.items()]
+    print("\n" + "; ".join(each) + f"; all: {sum(hours.values()):.2f} core-hours (one thread per run)")
     print("\nsteps/s per method: median over its runs (min-max)\n")
     print("| method | runs | stage 1 steps/s | stage 2 steps/s |")
     print("|---|---|---|---|")
-    for m in sorted(per_method):
+    for m, runs in sorted(per_method.items()):
         cells = []
         for stage in ("stage1", "stage2"):
-            sps = [r[f"{stage} steps/s"] for r in rows if r["method"] == m and f"{stage} steps/s" in r]
-            sps = [v for v in sps if not math.isnan(v)]
+            sps = [r[f"{stage} steps/s"] for r in runs if not math.isnan(r.get(f"{stage} steps/s", math.nan))]
             cells.append(f"{statistics.median(sps):.0f} ({min(sps):.0f}-{max(sps):.0f})" if sps else "-")
-        print(f"| {m} | {len(per_method[m])} | {cells[0]} | {cells[1]} |")
+        print(f"| {m} | {len(runs)} | {cells[0]} | {cells[1]} |")
     for name in old:
         print(f"{name}: exported without active_seconds (rerun analysis/export_curves.py), not counted")
     return 0
