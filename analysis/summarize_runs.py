@@ -1,15 +1,18 @@
 """Summarize TensorBoard runs: a table of each run's evaluation curve end points, grouped by method, and an
-optional plot of the curves (mean +- std over seeds).
+optional figure of the curves.
 
     python analysis/summarize_runs.py runs/ --tags eval/transformer_return eval/return --plot curves.png
 
 A run directory is named {env_id}__{exp_name}__{seed}__{unix_time}; runs with the same env_id and exp_name
-are seeds of one method. Never imported by the training scripts.
+are seeds of one method. The table's std is the population std over seeds (ddof=0). --plot PATH draws the curves
+with tools/plot_runs.py (issue 23's figure: a 300-dpi PNG and a PDF, one panel per env, each seed thin under the
+mean, 95% bootstrap bands, a mark at the handover; --tags as given here). Never imported by the training scripts.
 """
 
 import argparse
 import glob
 import os
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -26,15 +29,16 @@ def load(run_dir: str, tags: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder holding run directories")
-    p.add_argument("--tags", nargs="+", default=["eval/transformer_return", "eval/accelerator_return", "eval/return"])
-    p.add_argument("--plot", help="write a PNG of the curves here")
+    p.add_argument("--tags", nargs="+", help="default: eval/transformer_return eval/accelerator_return eval/return")
+    p.add_argument("--plot", help="draw the curves here with tools/plot_runs.py: PATH's stem as a PNG and a PDF")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     a = p.parse_args()
+    tags = a.tags or ["eval/transformer_return", "eval/accelerator_return", "eval/return"]
 
     groups = defaultdict(list)  # (env, method, tag) -> [curve per seed]
     for run in sorted(glob.glob(os.path.join(a.root, "*__*__*__*"))):
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
-        for tag, curve in load(run, a.tags).items():
+        for tag, curve in load(run, tags).items():
             groups[(env_id, exp_name, tag)].append((int(seed), curve))
 
     rows = []
@@ -54,30 +58,10 @@ def main() -> None:
                   f"best={r[7]:.1f} [{r[8]}]")  # fmt: skip
 
     if a.plot:
-        import matplotlib
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+        from tools import plot_runs  # the repository's tools; run as python analysis/summarize_runs.py
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        envs = sorted({k[0] for k in groups})
-        fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
-        for ax, env_id in zip(axes[0], envs, strict=True):
-            for (e, exp_name, tag), curves in sorted(groups.items()):
-                if e != env_id:
-                    continue
-                n = min(len(c) for _, c in curves)  # seeds cut to a common length
-                steps = np.array([s for s, _ in curves[0][1][:n]])
-                values = np.array([[v for _, v in c[:n]] for _, c in curves])
-                mean, std = values.mean(0), values.std(0)
-                ax.plot(steps, mean, label=f"{exp_name} {tag.split('/')[-1]} (n={len(curves)})")
-                ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-            ax.set_title(env_id)
-            ax.set_xlabel("environment steps")
-            ax.set_ylabel("evaluation return")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=100)
-        print(f"wrote {a.plot}")
+        sys.exit(plot_runs.main([a.root, "--out", a.plot, *(["--tags", *a.tags] if a.tags else [])]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ transformer's last 3 stage-1 evaluations, and E1..En the transformer's stage-2 e
 - tracking gap   = (A - T1) / (A - R)            how far the transformer is behind its accelerator at handover
 - handover drop  = (T1 - mean(E1..E3)) / (A - R)  how much of that level the first stage-2 evaluations lose
 - last - T1      = En - T1                         whether stage 2 ends at or above the stage-1 level
-Stage-1 evaluations are those that also logged eval/accelerator_return. Never imported by the training scripts.
+Stage-1 evaluations are those that also logged eval/accelerator_return.
+
+--plot PATH draws the curves with tools/plot_runs.py (issue 23's figure: a 300-dpi PNG and a PDF, one panel per env,
+each seed thin under the mean, 95% bootstrap bands, a mark at the handover), the methods named as in the tables
+(root/exp_name); --label NAME=WORDS puts a root's or an exp_name's name in words. Never imported by the training
+scripts.
 """
 
 import argparse
@@ -76,14 +81,15 @@ def main() -> None:
         action="store_true",
         help="only finished runs (tools/plot_runs.py's rule: final.pt, or a finished stage-1-only run)",
     )
-    p.add_argument("--plot", help="write a PNG of the evaluation curves (mean over seeds) here")
+    p.add_argument("--plot", help="draw the curves here with tools/plot_runs.py: PATH's stem as a PNG and a PDF")
+    p.add_argument("--label", action="append", default=[], metavar="NAME=WORDS", help="a name in the figure's legend")
     p.add_argument(
         "--stage1-from",
         help="for runs that fine-tuned a stage-1 checkpoint (--accelerated-checkpoint): "
         "the folder of the runs that wrote those checkpoints, matched by env and seed",
     )
     a = p.parse_args()
-    rows, per_env, curves = [], defaultdict(list), defaultdict(list)
+    rows, per_env = [], defaultdict(list)
     runs = [(root, run) for root in a.roots for run in sorted(glob.glob(os.path.join(root, "*__*__*__*")))]
     for root, run in runs:
         env_id, exp_name, seed, _ = os.path.basename(run).split("__")
@@ -106,7 +112,6 @@ def main() -> None:
         f = transfer_figures(accel, transformer, random_return(env_id))
         rows.append((env_id, exp_name, int(seed), f))
         per_env[(env_id, exp_name)].append(f)
-        curves[(env_id, exp_name)].append((accel, transformer))
     nan = float("nan")
     print(
         "| env | method | seed | random | accelerator | transformer (stage 1) | tracking gap | stage 2 first 3 "
@@ -129,35 +134,9 @@ def main() -> None:
             f"{drop.mean():.2f} ({drop.std():.2f}) | {last.mean():.1f} ({last.std():.1f}) |"
         )
 
-    if a.plot:
-        plot(curves, a.plot)
-
-
-def plot(curves: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    envs = sorted({env for env, _ in curves})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.8), squeeze=False)
-    for ax, env_id in zip(axes[0], envs, strict=True):
-        for i, ((env, name), runs) in enumerate(sorted(curves.items())):
-            if env != env_id:
-                continue
-            for which, style in ((0, "--"), (1, "-")):
-                steps = sorted(set.intersection(*(set(r[which]) for r in runs)))
-                mean = [np.mean([r[which][s] for r in runs]) for s in steps]
-                label = f"{name} {'accelerator' if which == 0 else 'transformer'} (n={len(runs)})"
-                ax.plot(steps, mean, style, color=f"C{i}", label=label)
-            ax.axvline(max(runs[0][0]), color="grey", lw=0.5)  # the handover
-        ax.set_title(env_id)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("evaluation return (mean over seeds)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+    if a.plot:  # the same runs, methods named as in the tables: a folder's name and the run's exp_name
+        argv = [*a.roots, "--method-from", "root,exp_name", "--out", a.plot, *(f"--label={x}" for x in a.label)]
+        sys.exit(plot_runs.main(argv + ["--complete-only"] * a.complete_only))
 
 
 if __name__ == "__main__":
