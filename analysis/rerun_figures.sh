@@ -1,0 +1,95 @@
+#!/bin/bash
+# The runs behind the eight figures drawn before issue 23's figure standard (RESULTS.md, top), again, each with the
+# code it first ran with, so that each section's tables can be checked against the rerun before its figure is redrawn
+# with the section's own command. tools/grid.py of the frozen study worktree (study-ant-v1) drives every part: rerun
+# this script to go on (complete runs are skipped; a run of today's scripts resumes from its resume.pt; a run of an
+# older script, which cannot resume, starts over and its unfinished folder is moved aside to ROOT.killed first).
+#   PART="..."  which runs, in the order given: rq1small compare transfer1 transfer3 study (the default, the cheapest
+#               first). Two lanes on a 2-core machine: PART="rq1small compare transfer1" in one and PART=transfer3 in
+#               the other (different folders), then PART=study JOBS=2 alone; never two lanes on the same part
+#   JOBS=N      runs at a time in each grid, one thread each (default 1)
+#   STUDY=DIR   the frozen worktree at study-ant-v1 (default ../study-ant, made if missing); the older code goes in
+#               worktrees beside it, ../wt-COMMIT
+#   DRY=1       list the runs (grid --dry-run), run nothing
+# Runs go to STUDY/runs/NAME, NAME the folder the section names (the figures group runs by it). Which commit, and why:
+#   rq1small   RQ1 in small (rq1_lstm_hopper_velocity.png): 2476349, the LSTM script as it ran (before DAgger)
+#   compare    the first comparison (compare_Hopper-v4_30000.png): ac69913, the first stage-1 schedule
+#   transfer1  transfer.png's round 1: before at ac69913; after at 33d768a, before fused Adam
+#   transfer3  the state noise grid (in both transfer figures): HalfCheetah, Hopper and InvertedPendulum at 33d768a,
+#              Pendulum after fused Adam, at today's arithmetic (b021c96 with flags); transfer_round3.png's
+#              transfer_dg and transfer_dg_hop10k with today's defaults (b021c96)
+#   study      the Hopper study's core, rq1 and rq4 parts (study_rq1..4.png): analysis/study.sh at b021c96, which is
+#              the same script and defaults it ran with (its bc part was rerun already)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MAIN=$PWD
+STUDY=$(realpath -m "${STUDY:-../study-ant}")
+JOBS=${JOBS:-1}
+PART=" ${PART:-rq1small compare transfer1 transfer3 study} "
+[[ -d $STUDY ]] || git worktree add "$STUDY" study-ant-v1
+GRID=$STUDY/tools/grid.py
+
+tree() {  # the worktree of a commit: the study's for b021c96, else ../wt-COMMIT (made if missing)
+  if [[ $1 == b021c96 ]]; then echo "$STUDY"; return; fi
+  local dir
+  dir=$(dirname "$STUDY")/wt-$1
+  [[ -d $dir ]] || git -C "$MAIN" worktree add --detach "$dir" "$1" >&2
+  echo "$dir"
+}
+set_aside() {  # an older script's run killed before its final.pt: it cannot resume, so it starts over
+  local d
+  for d in "$STUDY/runs/$1"/*__*__*__*; do
+    [[ -d $d && ! -e $d/final.pt && ! -e $d/resume.pt ]] || continue
+    mkdir -p "$STUDY/runs/$1.killed" && mv "$d" "$STUDY/runs/$1.killed/" && echo "moved aside (unfinished): $d"
+  done
+}
+grid() {  # grid COMMIT NAME GRID-ARGS...: from that commit's worktree, runs into STUDY/runs/NAME
+  local dir
+  dir=$(tree "$1")
+  [[ $1 == b021c96 || -n ${DRY:-} ]] || set_aside "$2"
+  cd "$dir" && python "$GRID" --root "$STUDY/runs/$2" --jobs "$JOBS" ${DRY:+--dry-run} "${@:3}"
+  cd "$MAIN"
+}
+transfer() {  # transfer COMMIT NAME "FLAGS" BUDGET...: one grid per env, as the budgets differ (the transfer runs set
+  # no --exp-name: the script's name is their method); a budget is: env, accel steps, learning starts, finetune
+  # steps, evaluation episodes
+  local commit=$1 name=$2 flags=$3 b env steps starts finetune episodes
+  shift 3
+  for b in "$@"; do
+    read -r env steps starts finetune episodes <<<"$b"
+    grid "$commit" "$name" --envs "$env" --seeds 1 2 3 --method td3_accel_mujoco:td3_accel_mujoco.py:"--accel-steps \
+$steps --learning-starts $starts --finetune-steps $finetune --eval-episodes $episodes" -- --eval-frequency 1000 $flags
+  done
+}
+ROUND1=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5" "InvertedPendulum-v4 10000 1000 4000 5")
+PENDULUM="Pendulum-v1 10000 1000 4000 5"
+
+if [[ $PART == *" rq1small "* ]]; then
+  grid 2476349 rq1_lstm --envs Hopper-v4 --seeds 1 2 3 --method td3_accel_lstm_pomdp:td3_accel_lstm_pomdp.py:"--pomdp \
+velocity --accel-steps 12000 --learning-starts 3000 --finetune-steps 3000" -- --eval-frequency 1000 --eval-episodes 5
+fi
+if [[ $PART == *" compare "* ]]; then
+  grid ac69913 compare_Hopper-v4_30000 --envs Hopper-v4 --seeds 1 2 \
+    --method lstm:baselines/td3_lstm_mujoco.py:"--total-timesteps 30000" \
+    --method transformer:baselines/td3_transformer_mujoco.py:"--total-timesteps 30000" \
+    --method accel:td3_accel_mujoco.py:"--accel-steps 20000 --finetune-steps 10000" \
+    --method mlp:baselines/td3_mlp_mujoco.py:"--total-timesteps 30000" -- --learning-starts 5000 --eval-frequency 2500
+fi
+if [[ $PART == *" transfer1 "* ]]; then
+  transfer ac69913 transfer_before "" "HalfCheetah-v4 20000 5000 4000 5" "Hopper-v4 20000 5000 4000 5" \
+    "InvertedPendulum-v4 10000 1000 4000 5" "$PENDULUM"
+  transfer 33d768a transfer_after "--bc-state-noise 0" "${ROUND1[@]}" "$PENDULUM"
+fi
+if [[ $PART == *" transfer3 "* ]]; then
+  transfer 33d768a transfer_sn "--critic-warmup 0" "${ROUND1[@]}"
+  transfer b021c96 transfer_sn "--critic-warmup 0 --bc-dagger 0" "$PENDULUM"
+  transfer b021c96 transfer_dg "" "HalfCheetah-v4 40000 5000 10000 5" "Hopper-v4 20000 5000 4000 5" \
+    "InvertedPendulum-v4 10000 1000 10000 10" "$PENDULUM"
+  transfer b021c96 transfer_dg_hop10k "" "Hopper-v4 20000 5000 10000 5"
+fi
+if [[ $PART == *" study "* ]]; then
+  for part in core rq1 rq4; do
+    if [[ -n ${DRY:-} ]]; then echo "(DRY: analysis/study.sh PART=$part in $STUDY, not listed)"; continue; fi
+    (cd "$STUDY" && ROOT=runs/study JOBS=$JOBS PART=$part analysis/study.sh)
+  done
+fi
