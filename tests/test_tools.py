@@ -238,14 +238,15 @@ def test_per_seed_column_and_seeds_filter(runs_root, capsys):
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
                             "--methods", "mlp")  # fmt: skip
     assert rc == 0, err
-    assert out.splitlines()[0].endswith("| all evals sample std | last 2 evals per seed |")
+    assert out.splitlines()[0].endswith("| all evals sample std | last 2 evals per seed | all evals per seed |")
     # EnvB mlp: seed 2 has no eval/return, so seeds 1 and 3, in seed order
     want = ", ".join(f"{s}: {statistics.mean(mlp_value('EnvB-v0', s, t) for t in STEPS[-2:]):.3f}" for s in (1, 3))
-    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want
+    whole = ", ".join(f"{s}: {statistics.mean(mlp_value('EnvB-v0', s, t) for t in STEPS):.3f}" for s in (1, 3))
+    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-2:] == (want, whole)
     rc, out, err = run_plot(capsys, runs_root, "--table", "--digits", 3, "--last", 2, "--per-seed", "--envs", "EnvB*",
                             "--methods", "mlp", "--seeds", 3, 2)  # fmt: skip
     assert rc == 0 and table_rows(out)[("EnvB-v0", "mlp", "return")][0] == 1  # seed 2 has no eval/return
-    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-1] == want.split(", ")[1]
+    assert table_rows(out)[("EnvB-v0", "mlp", "return")][-2:] == (want.split(", ")[1], whole.split(", ")[1])
 
 
 def test_max_step_cuts_every_run(runs_root, capsys):
@@ -462,9 +463,9 @@ def test_final_eval_takes_final_values_from_final_pt_episodes(interval_root, tmp
     rc, out, err = run_plot(capsys, root, "--table", "--methods", "other", "--digits", 3, "--final-eval", "--per-seed")
     assert rc == 0, err
     got = table_rows(out)[("EnvI-v0", "other", "return")]
-    assert got[2] == pytest.approx(251.0) and got[8:] == ("1: 101.000, 2: 201.000, 3: 301.000, 4: 401.000",
-                                                          "final.pt, 3 episodes")  # fmt: skip
-    assert out.splitlines()[0].endswith("| final per seed | final from |")
+    assert got[2] == pytest.approx(251.0) and got[8] == "1: 101.000, 2: 201.000, 3: 301.000, 4: 401.000"
+    assert got[10] == "final.pt, 3 episodes"  # after the all-evals column, which stays in-run
+    assert out.splitlines()[0].endswith("| final per seed | all evals per seed | final from |")
     assert ("EnvI-v0", "other", "return", "final (final.pt, 3 episodes)") in interval_rows(out)
     rc, out, err = run_plot(capsys, root, "--table", "--final-eval")  # ref's runs have no eval_final.csv
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "has no eval_final.csv of its return" in err

@@ -31,8 +31,9 @@ std over seeds (--std: sample, ddof=1, the default; or population, ddof=0, as ta
 value there (final; --last K: the mean of each seed's last K aligned evaluations) and of each seed's best value on
 the aligned steps (best) and of each seed's mean over all its aligned evaluations (all evals: the area under its
 curve over the number of evaluations, a measure of how fast a method learns); --per-seed adds each seed's final
-value. --final-eval takes each policy curve's final value from RUN/eval_final.csv instead (tools/evaluate.py's
-episodes of final.pt, written by tools/grid.py --evaluate N) and adds a column saying where each row's came from.
+and all-evals values. --final-eval takes each policy curve's final value from RUN/eval_final.csv instead
+(tools/evaluate.py's episodes of final.pt, written by tools/grid.py --evaluate N) and adds a column saying where each
+row's came from.
 A second table gives, for the final and the all-evals values, the IQM (interquartile mean: the mean of the middle
 half of the seeds' values; with fewer than 4 seeds nothing is trimmed, it is the mean) and the mean, each with its
 95% stratified-bootstrap confidence interval, and with --reference METHOD the probability of improvement
@@ -335,7 +336,7 @@ def table(curves: list[Curve], a: argparse.Namespace) -> str:
     sd = f"{a.std} std"
     head = (f"| env | method | curve | seeds | step | {final_name} mean | {final_name} {sd} | best mean | best {sd} "
             f"| all evals mean | all evals {sd} |")  # fmt: skip
-    head += f" {final_name} per seed |" if a.per_seed else ""
+    head += f" {final_name} per seed | all evals per seed |" if a.per_seed else ""
     head += " final from |" if a.final_eval else ""
     lines = [head, "|---" * head.count(" | ") + "|---|"]
     fmt = lambda x: "n/a" if np.isnan(x) else f"{x:.{a.digits}f}"
@@ -343,9 +344,10 @@ def table(curves: list[Curve], a: argparse.Namespace) -> str:
         # all evals: each seed's mean over the whole curve (area under it), less noisy than final and best
         (final, source), best, whole = final_values(c, a), c.values.max(axis=1), c.values.mean(axis=1)
         nums = " | ".join(fmt(x) for v in (final, best, whole) for x in (v.mean(), std(v, a.std)))
-        if a.per_seed:  # --per-seed: "seed: final", in seed order
-            finals = sorted(zip((r.seed for r in c.runs), final, strict=True))
-            nums += " | " + ", ".join(f"{seed}: {x:.{a.digits}f}" for seed, x in finals)
+        if a.per_seed:  # --per-seed: "seed: value", in seed order, of final and of all evals
+            seeds = [r.seed for r in c.runs]
+            for values in (final, whole):
+                nums += " | " + ", ".join(f"{s}: {x:.{a.digits}f}" for s, x in sorted(zip(seeds, values, strict=True)))
         if a.final_eval:
             nums += f" | {source}"
         lines.append(f"| {c.env} | {c.method} | {short(c.tag)} | {len(c.runs)} | {c.steps[-1]} | {nums} |")
@@ -633,7 +635,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the table's final value: each seed's mean over its last this many evaluations (default 1)",
     )
     p.add_argument("--digits", type=int, default=2, help="decimals in the table")
-    p.add_argument("--per-seed", action="store_true", help="the table gains a column of each seed's final value")
+    p.add_argument(
+        "--per-seed", action="store_true", help="the table gains columns of each seed's final and all-evals values"
+    )
     p.add_argument("--std", default="sample", choices=("sample", "population"),
                    help="the table's std over seeds: sample (ddof=1, default) or population (ddof=0)")  # fmt: skip
     p.add_argument(
