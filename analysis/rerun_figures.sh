@@ -18,15 +18,21 @@
 #   transfer3  the state noise grid (in both transfer figures): HalfCheetah, Hopper and InvertedPendulum at 33d768a,
 #              Pendulum after fused Adam, at today's arithmetic (b021c96 with flags); transfer_round3.png's
 #              transfer_dg and transfer_dg_hop10k with today's defaults (b021c96)
-#   study      the Hopper study's core, rq1 and rq4 parts (study_rq1..4.png): analysis/study.sh at b021c96, which is
-#              the same script and defaults it ran with (its bc part was rerun already)
+#   study      the Hopper study's core, rq1 and rq4 parts (study_rq1..4.png): analysis/study.sh's runs at b021c96, the
+#              same script and defaults they ran with (its bc part was rerun already), one run per grid call so that
+#              a run whose curves are kept in results/study/curves is skipped: about 23 core-hours, more than one
+#              session, and a new session's machine may hold only the repository (analysis/study_report.sh keeps each
+#              finished run's curves; commit them before a session ends). accel_buf10k/20k fine-tune from accel's
+#              stage-1 checkpoint of the same seed, or, where accel's run is not on this machine, from rq4_stage1's:
+#              accel's command stopped at step 50000 (--finetune-steps 0), meant to make the same checkpoint
+#   STUDY_ORDER="METHOD SEED ..."  the study's runs, in order (default: all 33, a figure's runs before the next's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAIN=$PWD
 STUDY=$(realpath -m "${STUDY:-../study-ant}")
 JOBS=${JOBS:-1}
 PART=" ${PART:-rq1small compare transfer1 transfer3 study} "
-[[ -d $STUDY ]] || git worktree add "$STUDY" study-ant-v1
+[[ -d $STUDY ]] || git worktree add --detach "$STUDY" b021c96  # the tag study-ant-v1, which a fresh clone may lack
 GRID=$STUDY/tools/grid.py
 
 tree() {  # the worktree of a commit: the study's for b021c96, else ../wt-COMMIT (made if missing)
@@ -61,6 +67,55 @@ transfer() {  # transfer COMMIT NAME "FLAGS" BUDGET...: one grid per env, as the
 $steps --learning-starts $starts --finetune-steps $finetune --eval-episodes $episodes" -- --eval-frequency 1000 $flags
   done
 }
+# The Hopper study's runs: analysis/study.sh at b021c96 (the same in main), one grid call per run with that
+# method's flags, so each run is the one the study ran
+STUDY_COMMON="--learning-starts 5000 --eval-frequency 5000 --eval-episodes 5 --checkpoint-frequency 10000"
+STUDY_ACCEL="--accel-steps 50000 --finetune-steps 50000 --buffer-size 15000"
+study_spec() {  # SCRIPT:FLAGS of a study method
+  local buf=${1##*_buf}
+  buf=${buf%k}000  # accel_buf10k, transformer_buf10k: 10000
+  case $1 in
+    accel) echo "td3_accel_mujoco.py:$STUDY_ACCEL" ;;
+    accel_ascent) echo "td3_accel_mujoco.py:$STUDY_ACCEL --critic-ascent" ;;
+    mlp | transformer | lstm) echo "baselines/td3_$1_mujoco.py:--total-timesteps 100000" ;;
+    accel_lstm_velocity)
+      echo "td3_accel_lstm_pomdp.py:--pomdp velocity --accel-steps 50000 --finetune-steps 20000 --buffer-size 15000" ;;
+    transformer_buf*) echo "baselines/td3_transformer_mujoco.py:--total-timesteps 100000 --buffer-size $buf" ;;
+    accel_buf*) echo "td3_accel_mujoco.py:--finetune-steps 50000 --buffer-size $buf" ;;
+    # accel's stage 1 alone, the checkpoint accel_buf* fine-tune from when accel's own run is not on this machine:
+    # the same run up to step 50000 (bc part: accel_stage1 repeated accel's stage 1 exactly), and --buffer-size
+    # 15000 makes its accelerated.pt hold accel's last 15k transitions, as accel's does
+    rq4_stage1) echo "td3_accel_mujoco.py:--accel-steps 50000 --finetune-steps 0 --buffer-size 15000" ;;
+    *) echo "rerun_figures.sh: unknown study method $1" >&2; return 2 ;;
+  esac
+}
+STUDY_ORDER=${STUDY_ORDER:-"$(for m in accel accel_ascent accel_lstm_velocity mlp transformer lstm transformer_buf10k \
+  transformer_buf15k transformer_buf20k accel_buf10k accel_buf20k; do for s in 1 2 3; do echo "$m $s"; done; done)"}
+study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, from the frozen worktree, into STUDY/runs/study
+  local spec
+  spec=$(study_spec "$1") || return 2
+  cd "$STUDY" && python tools/grid.py --root runs/study --envs Hopper-v4 --seeds "$2" --jobs 1 \
+    --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
+}
+study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_buf* first finds its stage-1 checkpoint
+  local m=$1 s=$2 runs=$STUDY/runs/study from
+  if compgen -G "$MAIN/results/study/curves/Hopper-v4__${m}__${s}__*" > /dev/null; then
+    echo "kept in results/study/curves, skipped: $m seed $s"; return 0
+  fi
+  if [[ $m == accel_buf* ]]; then
+    while [[ -z ${DRY:-} ]] && pgrep -f -- "--seed $s --exp-name accel --" > /dev/null \
+      && ! compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; do sleep 30; done
+    if compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; then from=accel; else
+      from=rq4_stage1  # one lane makes it, another waits for it (flock), then the grid skips it as complete
+      mkdir -p "$runs" && flock "$runs/.rq4_stage1_$s.lock" bash -c "study_grid rq4_stage1 $s" || return
+    fi
+    study_grid "$m" "$s" "--accelerated-checkpoint '{root}/{env_id}__${from}__{seed}__*/accelerated.pt'"
+  else
+    study_grid "$m" "$s"
+  fi
+}
+export -f study_spec study_grid study_run
+export STUDY_COMMON STUDY_ACCEL
 ROUND1=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5" "InvertedPendulum-v4 10000 1000 4000 5")
 PENDULUM="Pendulum-v1 10000 1000 4000 5"
 
@@ -88,8 +143,10 @@ if [[ $PART == *" transfer3 "* ]]; then
   transfer b021c96 transfer_dg_hop10k "" "Hopper-v4 20000 5000 10000 5"
 fi
 if [[ $PART == *" study "* ]]; then
-  for part in core rq1 rq4; do
-    if [[ -n ${DRY:-} ]]; then echo "(DRY: analysis/study.sh PART=$part in $STUDY, not listed)"; continue; fi
-    (cd "$STUDY" && ROOT=runs/study JOBS=$JOBS PART=$part analysis/study.sh)
-  done
+  # One tools/grid.py call per run, JOBS at a time, in STUDY_ORDER: a session's machine may start without the last
+  # one's runs (only the repository is sure to carry over), so a run whose curves are kept in results/study/curves
+  # is done, and the order finishes a figure's runs before the next figure's (RQ3, RQ1, RQ2, RQ4).
+  export STUDY MAIN
+  export DRY
+  printf '%s\n' $STUDY_ORDER | xargs -P "$([[ -n ${DRY:-} ]] && echo 1 || echo "$JOBS")" -n 2 bash -c 'study_run "$@"' _
 fi
