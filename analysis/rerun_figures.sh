@@ -24,7 +24,8 @@
 #              session, and a new session's machine may hold only the repository (analysis/study_report.sh keeps each
 #              finished run's curves; commit them before a session ends). accel_buf10k/20k fine-tune from accel's
 #              stage-1 checkpoint of the same seed, or, where accel's run is not on this machine, from rq4_stage1's:
-#              accel's command stopped at step 50000 (--finetune-steps 0), meant to make the same checkpoint
+#              accel's command stopped at step 50000 (--finetune-steps 0), which makes the same checkpoint (seed 1's:
+#              every tensor and transition equal; its args differ in --exp-name and --finetune-steps, unread by stage 2)
 #   STUDY_ORDER="METHOD SEED ..."  the study's runs, in order (default: all 33, a figure's runs before the next's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,10 +92,12 @@ study_spec() {  # SCRIPT:FLAGS of a study method
 }
 STUDY_ORDER=${STUDY_ORDER:-"$(for m in accel accel_ascent accel_lstm_velocity mlp transformer lstm transformer_buf10k \
   transformer_buf15k transformer_buf20k accel_buf10k accel_buf20k; do for s in 1 2 3; do echo "$m $s"; done; done)"}
-study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, from the frozen worktree, into STUDY/runs/study
-  local spec
+study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, from the frozen worktree, into STUDY/runs/study (rq4_stage1:
+  # STUDY/runs/rq4_stage1, so that the study's curves and tables hold the study's runs only)
+  local spec root=runs/study
   spec=$(study_spec "$1") || return 2
-  cd "$STUDY" && python tools/grid.py --root runs/study --envs Hopper-v4 --seeds "$2" --jobs 1 \
+  [[ $1 != rq4_stage1 ]] || root=runs/rq4_stage1
+  cd "$STUDY" && python tools/grid.py --root $root --envs Hopper-v4 --seeds "$2" --jobs 1 \
     --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
 }
 study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_buf* first finds its stage-1 checkpoint
@@ -105,11 +108,11 @@ study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_bu
   if [[ $m == accel_buf* ]]; then
     while [[ -z ${DRY:-} ]] && pgrep -f -- "--seed $s --exp-name accel --" > /dev/null \
       && ! compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; do sleep 30; done
-    if compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; then from=accel; else
-      from=rq4_stage1  # one lane makes it, another waits for it (flock), then the grid skips it as complete
+    if compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; then from="{root}/{env_id}__accel"; else
+      from="$STUDY/runs/rq4_stage1/{env_id}__rq4_stage1"  # one lane makes it, another waits for it (flock)
       mkdir -p "$runs" && flock "$runs/.rq4_stage1_$s.lock" bash -c "study_grid rq4_stage1 $s" || return
     fi
-    study_grid "$m" "$s" "--accelerated-checkpoint '{root}/{env_id}__${from}__{seed}__*/accelerated.pt'"
+    study_grid "$m" "$s" "--accelerated-checkpoint '${from}__{seed}__*/accelerated.pt'"
   else
     study_grid "$m" "$s"
   fi
