@@ -24,8 +24,9 @@
 #              session, and a new session's machine may hold only the repository (analysis/study_report.sh keeps each
 #              finished run's curves; commit them before a session ends). accel_buf10k/20k fine-tune from accel's
 #              stage-1 checkpoint of the same seed, or, where accel's run is not on this machine, from rq4_stage1's:
-#              accel's command stopped at step 50000 (--finetune-steps 0), which makes the same checkpoint (seed 1's:
-#              every tensor and transition equal; its args differ in --exp-name and --finetune-steps, unread by stage 2)
+#              accel's command stopped at step 50000 (--finetune-steps 0), which makes the same checkpoint (seed 1's,
+#              by analysis/compare_checkpoints.py: every tensor and transition equal; its args differ in --exp-name and
+#              --finetune-steps, which stage 2 does not read)
 #   STUDY_ORDER="METHOD SEED ..."  the study's runs, in order (default: all 33, a figure's runs before the next's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
