@@ -19,13 +19,14 @@
 #              Pendulum after fused Adam, at today's arithmetic (b021c96 with flags); transfer_round3.png's
 #              transfer_dg and transfer_dg_hop10k with today's defaults (b021c96)
 #   study      the Hopper study's core, rq1 and rq4 parts (study_rq1..4.png): analysis/study.sh's runs at b021c96, the
-#              same script and defaults they ran with (its bc part was rerun already), one run per grid call so that
-#              a run whose curves are kept in results/study/curves is skipped: about 23 core-hours, more than one
-#              session, and a new session's machine may hold only the repository (analysis/study_report.sh keeps each
-#              finished run's curves; commit them before a session ends). accel_buf10k/20k fine-tune from accel's
+#              same script and defaults they ran with (its bc part was rerun already), but accel_lstm_velocity at
+#              a35f2b9 (the LSTM script before 9a87db1 changed its arithmetic; RESULTS.md, RQ1), one run per grid call
+#              so that a run whose curves are kept in results/study/curves is skipped: about 23 core-hours, more than
+#              one session, and a new session's machine may hold only the repository (analysis/study_report.sh keeps
+#              each finished run's curves; commit them before a session ends). accel_buf10k/20k fine-tune from accel's
 #              stage-1 checkpoint of the same seed, or, where accel's run is not on this machine, from rq4_stage1's:
-#              accel's command stopped at step 50000 (--finetune-steps 0), which makes the same checkpoint (seed 1's,
-#              by analysis/compare_checkpoints.py: every tensor and transition equal; its args differ in --exp-name and
+#              accel's command stopped at step 50000 (--finetune-steps 0), which makes the same checkpoint (seed 1's, by
+#              analysis/compare_checkpoints.py: every tensor and transition equal; its args differ in --exp-name and
 #              --finetune-steps, which stage 2 does not read)
 #   STUDY_ORDER="METHOD SEED ..."  the study's runs, in order (default: all 33, a figure's runs before the next's)
 set -euo pipefail
@@ -93,12 +94,15 @@ study_spec() {  # SCRIPT:FLAGS of a study method
 }
 STUDY_ORDER=${STUDY_ORDER:-"$(for m in accel accel_ascent accel_lstm_velocity mlp transformer lstm transformer_buf10k \
   transformer_buf15k transformer_buf20k accel_buf10k accel_buf20k; do for s in 1 2 3; do echo "$m $s"; done; done)"}
-study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, from the frozen worktree, into STUDY/runs/study (rq4_stage1:
-  # STUDY/runs/rq4_stage1, so that the study's curves and tables hold the study's runs only)
-  local spec root=runs/study
+study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, the frozen worktree's grid, into STUDY/runs/study
+  # (rq4_stage1: STUDY/runs/rq4_stage1, so that the study's curves and tables hold the study's runs only)
+  local spec root=runs/study dir=$STUDY
   spec=$(study_spec "$1") || return 2
   [[ $1 != rq4_stage1 ]] || root=runs/rq4_stage1
-  cd "$STUDY" && python tools/grid.py --root $root --envs Hopper-v4 --seeds "$2" --jobs 1 \
+  # the study's rq1 runs began before 9a87db1 changed the LSTM script's float arithmetic (RESULTS.md, "RQ1"):
+  # at b021c96 they do not repeat, so they run at a35f2b9, the script as it was then
+  [[ $1 != accel_lstm_velocity ]] || dir=$(dirname "$STUDY")/wt-a35f2b9
+  cd "$dir" && python "$STUDY/tools/grid.py" --root "$STUDY/$root" --envs Hopper-v4 --seeds "$2" --jobs 1 \
     --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
 }
 study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_buf* first finds its stage-1 checkpoint
@@ -150,6 +154,7 @@ if [[ $PART == *" study "* ]]; then
   # One tools/grid.py call per run, JOBS at a time, in STUDY_ORDER: a session's machine may start without the last
   # one's runs (only the repository is sure to carry over), so a run whose curves are kept in results/study/curves
   # is done, and the order finishes a figure's runs before the next figure's (RQ3, RQ1, RQ2, RQ4).
+  [[ $STUDY_ORDER != *accel_lstm_velocity* ]] || tree a35f2b9 > /dev/null
   export STUDY MAIN
   export DRY
   printf '%s\n' $STUDY_ORDER | xargs -P "$([[ -n ${DRY:-} ]] && echo 1 || echo "$JOBS")" -n 2 bash -c 'study_run "$@"' _
