@@ -13,25 +13,25 @@ import numpy as np
 import torch
 
 
-def differences(a, b, path: str = "") -> list[str]:
-    """Each place where a and b differ, as 'path: what'."""
+def differences(a, b, path: str = "") -> list[tuple[str, str]]:
+    """Each place where a and b differ, as (path, what)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        out = [f"{path}/{k}: only in one" for k in sorted(set(a) ^ set(b), key=str)]
+        out = [(f"{path}/{k}", "only in one") for k in sorted(set(a) ^ set(b), key=str)]
         for k in sorted(set(a) & set(b), key=str):
             out += differences(a[k], b[k], f"{path}/{k}")
         return out
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
-            return [f"{path}: length {len(a)} vs {len(b)}"]
+            return [(path, f"length {len(a)} vs {len(b)}")]
         return [d for i, (u, v) in enumerate(zip(a, b, strict=True)) for d in differences(u, v, f"{path}[{i}]")]
     if torch.is_tensor(a) and torch.is_tensor(b):
         same = a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-        return [] if same else [f"{path}: tensor {tuple(a.shape)} differs"]
+        return [] if same else [(path, f"tensor {tuple(a.shape)} differs")]
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         same = a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
-        return [] if same else [f"{path}: array {a.shape} differs"]
+        return [] if same else [(path, f"array {a.shape} differs")]
     if type(a) is not type(b) or a != b:
-        return [f"{path}: {a!r:.60} vs {b!r:.60}"]
+        return [(path, f"{a!r:.60} vs {b!r:.60}")]
     return []
 
 
@@ -49,9 +49,9 @@ def main(argv=None) -> int:
             print(f"compare_checkpoints: {f}: cannot read ({type(e).__name__})", file=sys.stderr)
             return 2
     ignore = {"/" + i.strip("/") for i in args.ignore}
-    found = [d for d in differences(*loaded) if d.split(":")[0] not in ignore]
-    for d in found:
-        print(d)
+    found = [(path, what) for path, what in differences(*loaded) if path not in ignore]
+    for path, what in found:
+        print(f"{path}: {what}")
     print(f"{len(found)} difference(s)" + (f", {len(ignore)} path(s) ignored" if ignore else ""))
     return 1 if found else 0
 

@@ -106,14 +106,15 @@ study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, the frozen workt
     --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
 }
 study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_buf* first finds its stage-1 checkpoint
-  local m=$1 s=$2 runs=$STUDY/runs/study from
+  local m=$1 s=$2 runs=$STUDY/runs/study from accel_ckpt
   if compgen -G "$MAIN/results/study/curves/Hopper-v4__${m}__${s}__*" > /dev/null; then
     echo "kept in results/study/curves, skipped: $m seed $s"; return 0
   fi
   if [[ $m == accel_buf* ]]; then
+    accel_ckpt="$runs/Hopper-v4__accel__${s}__*/accelerated.pt"  # a glob: accel's run of this seed, if on this machine
     while [[ -z ${DRY:-} ]] && pgrep -f -- "--seed $s --exp-name accel --" > /dev/null \
-      && ! compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; do sleep 30; done
-    if compgen -G "$runs/Hopper-v4__accel__${s}__*/accelerated.pt" > /dev/null; then from="{root}/{env_id}__accel"; else
+      && ! compgen -G "$accel_ckpt" > /dev/null; do sleep 30; done
+    if compgen -G "$accel_ckpt" > /dev/null; then from="{root}/{env_id}__accel"; else
       from="$STUDY/runs/rq4_stage1/{env_id}__rq4_stage1"  # one lane makes it, another waits for it (flock)
       mkdir -p "$runs" && flock "$runs/.rq4_stage1_$s.lock" bash -c "study_grid rq4_stage1 $s" || return
     fi
@@ -155,7 +156,6 @@ if [[ $PART == *" study "* ]]; then
   # one's runs (only the repository is sure to carry over), so a run whose curves are kept in results/study/curves
   # is done, and the order finishes a figure's runs before the next figure's (RQ3, RQ1, RQ2, RQ4).
   [[ $STUDY_ORDER != *accel_lstm_velocity* ]] || tree a35f2b9 > /dev/null
-  export STUDY MAIN
-  export DRY
+  export STUDY MAIN DRY
   printf '%s\n' $STUDY_ORDER | xargs -P "$([[ -n ${DRY:-} ]] && echo 1 || echo "$JOBS")" -n 2 bash -c 'study_run "$@"' _
 fi
