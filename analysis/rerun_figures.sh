@@ -71,7 +71,7 @@ $steps --learning-starts $starts --finetune-steps $finetune --eval-episodes $epi
   done
 }
 # The Hopper study's runs: analysis/study.sh at b021c96 (the same in main), one grid call per run with that
-# method's flags, so each run is the one the study ran
+# method's flags, so each run is the one the study ran (tests/test_rerun_figures.py holds these flags to study.sh's)
 STUDY_COMMON="--learning-starts 5000 --eval-frequency 5000 --eval-episodes 5 --checkpoint-frequency 10000"
 STUDY_ACCEL="--accel-steps 50000 --finetune-steps 50000 --buffer-size 15000"
 study_spec() {  # SCRIPT:FLAGS of a study method
