@@ -100,8 +100,8 @@ study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, the frozen workt
   spec=$(study_spec "$1") || return 2
   [[ $1 != rq4_stage1 ]] || root=runs/rq4_stage1
   # the study's rq1 runs began before 9a87db1 changed the LSTM script's float arithmetic (RESULTS.md, "RQ1"):
-  # at b021c96 they do not repeat, so they run at a35f2b9, the script as it was then (seeds 1 and 2 repeat there;
-  # the study's seed 3, started after 9a87db1 and resumed from step 5758, repeats nowhere: RESULTS.md, "RQ1")
+  # at b021c96 they do not repeat, so they run at a35f2b9, the script as it was then. Seeds 1 and 2 repeat there;
+  # the study's seed 3 (started after 9a87db1, resumed from step 5758) does not, nor at b021c96 stopped at that step
   [[ $1 != accel_lstm_velocity ]] || dir=$(dirname "$STUDY")/wt-a35f2b9
   cd "$dir" && python "$STUDY/tools/grid.py" --root "$STUDY/$root" --envs Hopper-v4 --seeds "$2" --jobs 1 \
     --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
