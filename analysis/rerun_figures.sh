@@ -2,8 +2,8 @@
 # The runs behind the eight figures drawn before issue 23's figure standard (RESULTS.md, top), again, each with the
 # code it first ran with, so that each section's tables can be checked against the rerun before its figure is redrawn
 # with the section's own command. tools/grid.py of the frozen study worktree (study-ant-v1) drives every part: rerun
-# this script to go on (complete runs are skipped; a run of today's scripts resumes from its resume.pt; a run of an
-# older script, which cannot resume, starts over and its unfinished folder is moved aside to ROOT.killed first).
+# this script to go on (complete runs are skipped; an unfinished run of an older script, which cannot resume, or of
+# the study part starts over, its folder moved aside to ROOT.killed first; another of today's scripts resumes).
 #   PART="..."  which runs, in the order given: rq1small compare transfer1 transfer3 study (the default, the cheapest
 #               first). Two lanes on a 2-core machine: PART="rq1small compare transfer1" in one and PART=transfer3 in
 #               the other (different folders), then PART=study JOBS=2 alone; never two lanes on the same part
@@ -45,10 +45,13 @@ tree() {  # the worktree of a commit: the study's for b021c96, else ../wt-COMMIT
   [[ -d $dir ]] || git -C "$MAIN" worktree add --detach "$dir" "$1" >&2
   echo "$dir"
 }
-set_aside() {  # an older script's run killed before its final.pt: it cannot resume, so it starts over
+set_aside() {  # set_aside NAME [GLOB [all]]: unfinished runs in STUDY/runs/NAME start over, moved to NAME.killed: an
+  # older script's (it cannot resume) or, with "all", a resumable one too, as a run resumed mid-episode does not repeat
+  # an uninterrupted one (RESULTS.md, RQ1 and RQ2)
   local d
-  for d in "$STUDY/runs/$1"/*__*__*__*; do
-    [[ -d $d && ! -e $d/final.pt && ! -e $d/resume.pt ]] || continue
+  for d in "$STUDY/runs/$1"/${2:-*__*__*__*}; do
+    [[ -d $d && ! -e $d/final.pt && ( ${3:-} == all || ! -e $d/resume.pt ) ]] || continue
+    [[ $1 != rq4_stage1 || ! -e $d/accelerated.pt || -e $d/resume.pt ]] || continue  # stage 1 only: finished
     mkdir -p "$STUDY/runs/$1.killed" && mv "$d" "$STUDY/runs/$1.killed/" && echo "moved aside (unfinished): $d"
   done
 }
@@ -103,6 +106,12 @@ study_grid() {  # study_grid METHOD SEED [FLAGS]: that one run, the frozen workt
   # at b021c96 they do not repeat, so they run at a35f2b9, the script as it was then. Seeds 1 and 2 repeat there;
   # the study's seed 3 (started after 9a87db1, resumed from step 5758) does not, nor at b021c96 stopped at that step
   [[ $1 != accel_lstm_velocity ]] || dir=$(dirname "$STUDY")/wt-a35f2b9
+  if [[ -z ${DRY:-} ]]; then  # never one run twice at once; an unfinished one starts over (set_aside)
+    if pgrep -f -- "--seed $2 --exp-name $1 " > /dev/null; then
+      echo "running already, not started: $1 seed $2"; return
+    fi
+    set_aside "${root#runs/}" "Hopper-v4__$1__$2__*" all
+  fi
   cd "$dir" && python "$STUDY/tools/grid.py" --root "$STUDY/$root" --envs Hopper-v4 --seeds "$2" --jobs 1 \
     --method "$1:${spec%%:*}:${spec#*:}${3:+ $3}" ${DRY:+--dry-run} -- $STUDY_COMMON
 }
@@ -124,7 +133,7 @@ study_run() {  # study_run METHOD SEED: skipped if its curves are kept; accel_bu
     study_grid "$m" "$s"
   fi
 }
-export -f study_spec study_grid study_run
+export -f set_aside study_spec study_grid study_run
 export STUDY_COMMON STUDY_ACCEL
 ROUND1=("HalfCheetah-v4 40000 5000 4000 2" "Hopper-v4 20000 5000 4000 5" "InvertedPendulum-v4 10000 1000 4000 5")
 PENDULUM="Pendulum-v1 10000 1000 4000 5"

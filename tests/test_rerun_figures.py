@@ -59,3 +59,60 @@ def test_study_spec_repeats_study_sh(tmp_path):
 def test_rq4_stage1_is_accels_command_stopped_after_stage_one(tmp_path):
     specs, _, _ = rerun_specs(["accel", "rq4_stage1"])
     assert specs["rq4_stage1"] == specs["accel"].replace("--finetune-steps 50000", "--finetune-steps 0")
+
+
+def shell_function(name: str) -> str:
+    """One function of rerun_figures.sh, as its text (from `name() {` to the `}` that opens a line)."""
+    text = (ROOT / "analysis/rerun_figures.sh").read_text()
+    found = re.search(rf"^{name}\(\) \{{.*?^\}}\n", text, flags=re.M | re.S)
+    assert found, f"rerun_figures.sh's {name}() moved: update this test"
+    return found.group(0)
+
+
+def test_set_aside_moves_unfinished_runs_so_they_start_over(tmp_path):
+    """The study's runs start over rather than resume (a resumed run does not repeat an uninterrupted one): with "all",
+    an unfinished run of that method and seed goes to NAME.killed whether it has resume.pt or not; finished runs
+    (final.pt, or a stage-1-only rq4_stage1 run's accelerated.pt) and other runs stay. Without it (older scripts),
+    a run with resume.pt stays."""
+    runs = {
+        "study/Hopper-v4__lstm__1__10": ["resume.pt"],  # stopped: starts over
+        "study/Hopper-v4__lstm__1__11": [],  # killed before its first resume.pt
+        "study/Hopper-v4__lstm__1__12": ["final.pt"],
+        "study/Hopper-v4__lstm__2__13": ["resume.pt"],  # another seed
+        "study/Hopper-v4__mlp__1__14": [],  # another method
+        "rq4_stage1/Hopper-v4__rq4_stage1__1__15": ["accelerated.pt"],  # finished (--finetune-steps 0)
+        "rq4_stage1/Hopper-v4__rq4_stage1__2__16": ["accelerated.pt", "resume.pt"],
+        "old/Hopper-v4__a__1__17": ["resume.pt"],
+        "old/Hopper-v4__a__1__18": [],
+    }
+    for run, files in runs.items():
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "runs" / run / f).touch()
+    script = shell_function("set_aside") + (
+        'set_aside study "Hopper-v4__lstm__1__*" all\nset_aside rq4_stage1 "Hopper-v4__rq4_stage1__*" all\n'
+        "set_aside old\n"
+    )
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, env={
+        "PATH": "/usr/bin:/bin", "STUDY": str(tmp_path)})  # fmt: skip
+    moved = sorted(p.relative_to(tmp_path / "runs").as_posix() for p in (tmp_path / "runs").glob("*.killed/*"))
+    assert moved == ["old.killed/Hopper-v4__a__1__18", "rq4_stage1.killed/Hopper-v4__rq4_stage1__2__16",
+                     "study.killed/Hopper-v4__lstm__1__10", "study.killed/Hopper-v4__lstm__1__11"]  # fmt: skip
+    assert out.stdout.count("moved aside (unfinished)") == 4
+
+
+def test_study_grid_does_not_start_a_run_that_is_running(tmp_path):
+    """A run whose script is running (another lane) is neither moved aside nor started again."""
+    run = tmp_path / "runs/study/Hopper-v4__lstm__1__10"
+    run.mkdir(parents=True)
+    (run / "resume.pt").touch()
+    script = shell_function("set_aside") + shell_function("study_grid") + 'study_spec() { echo "x.py:"; }\n'
+    script += "study_grid lstm 1; echo rc=$?\n"
+    fake = subprocess.Popen(["bash", "-c", 'exec -a "python x.py --seed 1 --exp-name lstm --run-dir d" sleep 60'])
+    try:
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env={
+            "PATH": "/usr/bin:/bin", "STUDY": str(tmp_path)})  # fmt: skip
+    finally:
+        fake.kill()
+    assert out.stdout.splitlines() == ["running already, not started: lstm seed 1", "rc=0"]
+    assert (run / "resume.pt").exists()
